@@ -1,0 +1,6 @@
+"""The two standard baselines KD is compared with, behind the same `Method` interface.
+
+Importing this package registers them in `harness.methods.METHODS`.
+"""
+
+from baselines import direct  # noqa: F401

@@ -1,0 +1,115 @@
+"""The `harness` command line. Exit codes (DESIGN §4): 0 success, 2 bad input, 1 anything else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+from harness.config import load_space, parse_override, resolve_trial_config
+from harness.errors import HarnessInputError, TrialFailed
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `harness` argument parser with its subcommands."""
+    parser = _Parser(prog="harness", description="Benchmark KD into spiking networks against direct training and conversion.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="run one trial from a space file's fixed values, without Ray")
+    train.add_argument("--space", required=True, type=Path, help="search-space YAML file")
+    train.add_argument("--method", help="method to run (default: the file's first method)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a dotted key, e.g. --set snn.time_steps=2 (repeatable)")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    train.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
+    train.add_argument("--teacher-cache", type=Path, help="teacher cache folder (default: runs/teacher_cache)")
+    train.set_defaults(handler=run_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `harness` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except HarnessInputError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`harness train`: validate everything, then one trial logged as one MLflow run."""
+    from harness.data import check_dataset
+    from harness.tracking import TrackedRun
+    from harness.trial import train
+
+    space = load_space(args.space)
+    overrides = [parse_override(text) for text in args.overrides]
+    config = resolve_trial_config(space, method=args.method, overrides=overrides, source=str(args.space))
+    check_dataset(config.dataset.name, root=config.dataset.root, download=config.dataset.download)
+
+    trial_id = uuid.uuid4().hex[:12]
+    run = TrackedRun(
+        args.tracking_uri,
+        args.experiment or space.name,
+        run_name=f"{config.method}-{config.dataset.name}-T{config.snn.time_steps}-s{config.seed}",
+        tags={"harness.role": "trial", "harness.method": config.method, "harness.trial_id": trial_id,
+              "harness.space": str(args.space)},
+    )
+    run.log_params(config.flat())
+    run.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+
+    def report(metrics: dict[str, float], epoch: int | None) -> None:
+        run.log_metrics(metrics, step=epoch or 0)
+
+    try:
+        metrics = train(config, report=report, teacher_cache=args.teacher_cache)
+    except TrialFailed as exc:
+        run.finish("FAILED", str(exc))
+        print(f"harness: trial failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        run.finish("KILLED", "interrupted")
+        raise
+    except HarnessInputError as exc:
+        run.finish("FAILED", str(exc))
+        raise
+    except BaseException as exc:
+        run.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish("FINISHED")
+    print(summary_table(metrics))
+    print(f"\nMLflow run {run.run_id} in experiment {args.experiment or space.name!r} at {run.tracking_uri}")
+    return EXIT_OK
+
+
+def summary_table(metrics: dict[str, float]) -> str:
+    """The final metrics as an aligned two-column table, accuracies first."""
+    def order(key: str) -> tuple[int, str]:
+        groups = ("test_accuracy", "teacher_", "timestep/", "noise/", "firing_rate", "")
+        return next(i for i, prefix in enumerate(groups) if key.startswith(prefix)), key
+
+    rows = [(key, f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}") for key, value in metrics.items()]
+    rows.sort(key=lambda row: order(row[0]))
+    width = max(len(key) for key, _ in rows)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    lines += [f"{key:<{width}}  {value}" for key, value in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""Errors that the CLI turns into exit codes (DESIGN §4: 2 for bad input, 1 for anything else)."""
+
+
+class HarnessInputError(Exception):
+    """Bad user input: a space file, a flag, a config value or missing dataset files.
+
+    The message is one line that names the file or key and what was expected; the CLI prints
+    it without a traceback and exits with code 2.
+    """
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot go on (for example a loss that became NaN); its run ends FAILED."""

@@ -1,0 +1,64 @@
+"""The interface every way of producing an SNN implements (KD, direct training, conversion)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from harness.config import TrialConfig
+from harness.data import DataSplits
+from harness.models import SpikingNetwork
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What a method gets from the trial loop.
+
+    Attributes:
+        config: The resolved trial config.
+        data: Dataset splits on `device`, images in [0, 1].
+        device: Where tensors and networks live.
+        teacher_cache: Folder of the content-addressed teacher cache.
+        log: Progress messages for the user (stderr in `harness train`).
+    """
+
+    config: TrialConfig
+    data: DataSplits
+    device: torch.device
+    teacher_cache: Path
+    log: Callable[[str], None]
+
+
+class Method(ABC):
+    """One way of producing a spiking network, registered in `METHODS` under `name`.
+
+    The trial loop calls `train_one_epoch` `train.epochs` times, evaluates `network()` at
+    `eval_time_steps` after each epoch, and finally runs the shared final evaluation on it.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: TrialContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """Trains for one epoch; returns training metrics such as `train_loss`."""
+
+    @abstractmethod
+    def network(self) -> SpikingNetwork:
+        """The spiking network to evaluate, in its current state."""
+
+    @property
+    def eval_time_steps(self) -> int:
+        """T at which `val_accuracy`, `test_accuracy` and noise are measured."""
+        return self.ctx.config.snn.time_steps
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Method-specific final metrics (e.g. `teacher_test_accuracy`)."""
+        return {}

@@ -1,0 +1,85 @@
+"""KDSNN (Xu et al., CVPR 2023): response- and feature-based KD from an ANN teacher.
+
+`L = (1 - alpha) CE(z_s, y) + alpha tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))
+     + beta MSE(adapter(f_s), f_t)`
+with `z_s` the student's logits averaged over T and `f_s` its feature averaged over T.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.methods import register_method
+from harness.methods.base import TrialContext
+from harness.methods.student import StudentMethod
+from harness.teacher import load_or_train_teacher
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float) -> Tensor:
+    """Hinton's response KD: `(1 - alpha) CE + alpha tau^2 KL(teacher || student)`."""
+    hard = F.cross_entropy(student_logits, labels)
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+
+class FeatureAdapter(nn.Module):
+    """Maps a time-averaged student feature onto the teacher's: 1x1 conv + BN when channels
+    differ, average pooling when the student's map is larger."""
+
+    def __init__(self, student_channels: int, teacher_channels: int) -> None:
+        super().__init__()
+        self.project: nn.Module = (
+            nn.Sequential(nn.Conv2d(student_channels, teacher_channels, 1, bias=False), nn.BatchNorm2d(teacher_channels))
+            if student_channels != teacher_channels
+            else nn.Identity()
+        )
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        if student.dim() == 2:  # pooled features [B, C]
+            return self.project(student[:, :, None, None]).flatten(1)
+        if student.shape[-2:] != teacher.shape[-2:]:
+            student = F.adaptive_avg_pool2d(student, teacher.shape[-2:])
+        return self.project(student)
+
+
+@register_method("kd")
+class KDMethod(StudentMethod):
+    """Trains the spiking student against the cached ANN teacher of this (dataset, teacher, seed)."""
+
+    def __init__(self, ctx: TrialContext) -> None:
+        self.teacher_record = load_or_train_teacher(ctx)
+        self.teacher = self.teacher_record.model.eval().requires_grad_(False)
+        self.adapter: FeatureAdapter | None = None
+        super().__init__(ctx)
+
+    def build_extra_modules(self) -> list[nn.Module]:
+        kd = self.ctx.config.kd
+        if kd.beta == 0:
+            return []
+        self.adapter = FeatureAdapter(
+            self.student.feature_channels()[kd.student_layer], self.teacher.feature_channels()[kd.teacher_layer]
+        ).to(self.ctx.device)
+        return [self.adapter]
+
+    def loss(self, images: Tensor, labels: Tensor) -> Tensor:
+        kd = self.ctx.config.kd
+        with torch.no_grad():
+            teacher_steps, teacher_features = self.teacher(images, 1, return_features=True)
+        student_steps, student_features = self.student(images, self.ctx.config.snn.time_steps, return_features=True)
+        loss = kd_loss(student_steps.mean(0), teacher_steps.mean(0), labels, kd.alpha, kd.temperature)
+        if self.adapter is not None:
+            target = teacher_features[kd.teacher_layer].mean(0)
+            mapped = self.adapter(student_features[kd.student_layer].mean(0), target)
+            loss = loss + kd.beta * F.mse_loss(mapped, target)
+        return loss
+
+    def extra_metrics(self) -> dict[str, float]:
+        return dict(self.teacher_record.metrics)
+

@@ -1,0 +1,79 @@
+"""Shared machinery of methods that train a spiking student with BPTT (KD and direct)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from harness.methods.base import Method, TrialContext
+from harness.models import SpikingNetwork, create_model, make_lif
+from harness.training import make_optimizer, make_schedule, shift_for, train_one_epoch
+
+
+def build_student(ctx: TrialContext) -> SpikingNetwork:
+    """The spiking student of `student.*` with LIF neurons from `snn.*`."""
+    cfg, data = ctx.config, ctx.data
+    torch.manual_seed(cfg.seed)  # the same init whether or not a teacher was trained first
+    lif = make_lif(
+        tau=cfg.snn.tau,
+        v_threshold=cfg.snn.v_threshold,
+        reset=cfg.snn.reset,
+        surrogate_name=cfg.snn.surrogate,
+        surrogate_alpha=cfg.snn.surrogate_alpha,
+        detach_reset=cfg.snn.detach_reset,
+    )
+    return create_model(
+        cfg.student.arch,
+        depth=cfg.student.depth,
+        width=cfg.student.width,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+        activation=lif,
+    ).to(ctx.device)
+
+
+class StudentMethod(Method):
+    """Trains `build_student(ctx)` with the loss of the subclass, through the surrogate."""
+
+    def __init__(self, ctx: TrialContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.config
+        self.student = build_student(ctx)
+        self.trainable: list[nn.Module] = [self.student, *self.build_extra_modules()]
+        params = [p for module in self.trainable for p in module.parameters()]
+        steps_per_epoch = -(-len(ctx.data.train_x) // cfg.train.batch_size)
+        self.optimizer = make_optimizer(params, cfg.train)
+        self.schedule = make_schedule(self.optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def build_extra_modules(self) -> list[nn.Module]:
+        """Modules trained with the student (e.g. feature-KD adapters); called once, after
+        `self.student` exists."""
+        return []
+
+    @abstractmethod
+    def loss(self, images: Tensor, labels: Tensor) -> Tensor:
+        """The training loss of one normalised batch; runs the student at `snn.time_steps`."""
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        data, cfg = self.ctx.data, self.ctx.config
+        mean_loss = train_one_epoch(
+            self.trainable,
+            self.optimizer,
+            self.schedule,
+            data.train_x,
+            data.train_y,
+            self.loss,
+            batch_size=cfg.train.batch_size,
+            normalize=data.normalize,
+            generator=self.generator,
+            augment_shift=shift_for(data.image_size) if cfg.train.augment else 0,
+            epoch=epoch,
+        )
+        return {"train_loss": mean_loss}
+
+    def network(self) -> SpikingNetwork:
+        return self.student

@@ -1,0 +1,128 @@
+"""The ANN teacher: trained once per (dataset, teacher config, seed), then reused.
+
+Teachers live in a content-addressed cache: the key hashes everything that determines the
+trained weights (dataset and split, `teacher.*`, the optimiser settings of `train.*`, the
+seed). A lock file makes concurrent trials that need the same teacher train it once; the
+checkpoint is written to a temporary file and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.efficiency import count_ops
+from harness.methods.base import TrialContext
+from harness.models import SpikingNetwork, count_parameters, create_model, relu
+from harness.training import accuracy, make_optimizer, make_schedule, shift_for, train_one_epoch
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    """A loaded teacher and what is known about it."""
+
+    model: SpikingNetwork
+    key: str
+    path: Path
+    metrics: dict[str, float]
+    trained_now: bool
+
+
+def teacher_key(ctx: TrialContext) -> str:
+    """The content address of the teacher this trial needs."""
+    cfg = ctx.config.model_dump(mode="json")
+    identity: dict[str, Any] = {
+        "format": CACHE_FORMAT,
+        "dataset": {k: cfg["dataset"][k] for k in ("name", "val_fraction", "split_seed")},
+        "teacher": cfg["teacher"],
+        "train": {k: cfg["train"][k] for k in ("batch_size", "momentum", "weight_decay", "schedule", "augment")},
+        "seed": cfg["seed"],
+    }
+    blob = json.dumps(identity, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def build_teacher(ctx: TrialContext) -> SpikingNetwork:
+    """An untrained ReLU network of `teacher.*`, initialised from the trial's seed."""
+    cfg, data = ctx.config, ctx.data
+    torch.manual_seed(cfg.seed)
+    return create_model(
+        cfg.teacher.arch,
+        depth=cfg.teacher.depth,
+        width=cfg.teacher.width,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+        activation=relu,
+    ).to(ctx.device)
+
+
+def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
+    """Trains the teacher with cross-entropy for `teacher.epochs`; returns it and its metrics."""
+    cfg, data = ctx.config, ctx.data
+    model = build_teacher(ctx)
+    optimizer = make_optimizer(list(model.parameters()), cfg.train, cfg.teacher.optimizer, cfg.teacher.lr)
+    steps = cfg.teacher.epochs * -(-len(data.train_x) // cfg.train.batch_size)
+    schedule = make_schedule(optimizer, cfg.train, steps)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(images, 1).mean(0), labels)
+
+    evaluate = dict(time_steps=1, normalize=data.normalize, batch_size=cfg.train.eval_batch_size)
+    for epoch in range(1, cfg.teacher.epochs + 1):
+        loss = train_one_epoch(
+            [model], optimizer, schedule, data.train_x, data.train_y, loss_fn,
+            batch_size=cfg.train.batch_size, normalize=data.normalize, generator=generator,
+            augment_shift=shift_for(data.image_size) if cfg.train.augment else 0, epoch=epoch,
+        )
+        val = accuracy(model, data.val_x, data.val_y, **evaluate)
+        ctx.log(f"teacher epoch {epoch}/{cfg.teacher.epochs}  loss {loss:.4f}  val_accuracy {val:.4f}")
+    metrics = {
+        "teacher_test_accuracy": accuracy(model, data.test_x, data.test_y, **evaluate),
+        "teacher_params": float(count_parameters(model)),
+        **teacher_cost(model, ctx),
+    }
+    return model, metrics
+
+
+def teacher_cost(model: SpikingNetwork, ctx: TrialContext) -> dict[str, float]:
+    """MACs and energy per sample of the ANN teacher, measured on a test batch."""
+    x = ctx.data.normalize(ctx.data.test_x[:64])
+    with torch.inference_mode(), count_ops(model.eval(), 1) as counts:
+        counts.batch = counts.samples = len(x)
+        model(x, 1)
+    summary = counts.summary(1)
+    return {"teacher_macs": summary["macs"], "teacher_energy_uj": summary["energy_uj"]}
+
+
+def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
+    """Returns the cached teacher for this trial, training and caching it first if needed."""
+    key = teacher_key(ctx)
+    folder = ctx.teacher_cache / key
+    path = folder / "teacher.pt"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            ctx.log(f"teacher {key} from cache {path}")
+            model = build_teacher(ctx)
+            saved = torch.load(path, map_location=ctx.device, weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            return TeacherRecord(model, key, path, dict(saved["metrics"]), trained_now=False)
+        ctx.log(f"training teacher {key} ({ctx.config.teacher.arch}-{ctx.config.teacher.depth}); cached at {path}")
+        model, metrics = train_teacher(ctx)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"state_dict": model.state_dict(), "metrics": metrics, "config": ctx.config.model_dump(mode="json")}, tmp)
+        os.replace(tmp, path)
+        return TeacherRecord(model, key, path, metrics, trained_now=True)

@@ -1,0 +1,97 @@
+"""MLflow records, written through `MlflowClient` from one process (DESIGN §4 names).
+
+SQLite stores are always addressed by an absolute path (trials run in other working
+directories), and their artifacts go to `mlartifacts/` beside the database file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+# Opens the training-runs table (not the GenAI overview) in the MLflow 3 UI.
+EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+_BATCH = 900  # log_batch takes at most 1000 entries
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """`sqlite:///<abs cwd>/mlflow.db`."""
+    return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+def absolute_tracking_uri(uri: str | None) -> str:
+    """Makes a relative `sqlite:///x.db` (or a bare `x.db` path) absolute; servers pass through."""
+    if uri is None:
+        return default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        return f"sqlite:///{path.resolve()}"
+    if "://" not in uri:
+        return f"sqlite:///{Path(uri).resolve()}"
+    return uri
+
+
+def _artifact_root(tracking_uri: str) -> str | None:
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The id of experiment `name`, created (with the UI's training-runs tag) if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = _artifact_root(tracking_uri)
+    return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_KIND_TAGS)
+
+
+def param_value(value: Any) -> str:
+    """MLflow params are strings: lists and mappings as JSON, the rest as `str`."""
+    if isinstance(value, list | tuple | Mapping):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+class TrackedRun:
+    """One MLflow run, opened on construction and closed by `finish`."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> None:
+        self.tracking_uri = absolute_tracking_uri(tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+        experiment_id = ensure_experiment(self.client, experiment, self.tracking_uri)
+        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Logs every param (values turned into strings)."""
+        entries = [Param(key, param_value(value)) for key, value in params.items()]
+        for start in range(0, len(entries), _BATCH):
+            self.client.log_batch(self.run_id, params=entries[start : start + _BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Logs metrics at `step` (the epoch for per-epoch values)."""
+        import time
+
+        now = int(time.time() * 1000)
+        entries = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        for start in range(0, len(entries), _BATCH):
+            self.client.log_batch(self.run_id, metrics=entries[start : start + _BATCH])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Adds tags to the run."""
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Stores `text` as an artifact of the run."""
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        """Ends the run as FINISHED, FAILED or KILLED; a reason goes to `harness.failure_reason`."""
+        if reason:
+            self.set_tags({"harness.failure_reason": reason[:5000]})
+        self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))

@@ -1,0 +1,179 @@
+"""Loop phases shared by every method: batching, augmentation, one epoch, evaluation.
+
+Data are tensors already on the trial's device (`harness.data.DataSplits`), so batching is
+slicing by a shuffled index; no DataLoader workers. Neuron state is reset after every batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+from torch import Tensor, nn
+
+from harness.config import TrainConfig
+from harness.errors import TrialFailed
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""Maps (normalised images, labels) to a scalar loss; it runs the network(s) itself."""
+
+# How often the running loss is checked for NaN: a host sync every batch would stall a GPU.
+_NAN_CHECK_EVERY = 20
+
+
+def shuffled_batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
+    """Index tensors of a random permutation of `range(n)`, `batch_size` at a time."""
+    order = torch.randperm(n, generator=generator).to(device)
+    yield from order.split(batch_size)
+
+
+def random_shift(x: Tensor, generator: torch.Generator, max_shift: int) -> Tensor:
+    """Translates each image by up to `max_shift` pixels (zero padding), the usual MNIST/CIFAR
+    augmentation, vectorised over the batch."""
+    if max_shift == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device)[None, :] + offsets[0][:, None])  # [B, H]
+    cols = (torch.arange(w, device=x.device)[None, :] + offsets[1][:, None])  # [B, W]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    # [B, H, W, C] after advanced indexing on dims 0, 2, 3; move channels back.
+    shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return shifted.permute(0, 3, 1, 2).contiguous()
+
+
+def shift_for(image_size: int) -> int:
+    """Augmentation range: 1 pixel for 8x8 digits, 2 for 28x28 and larger."""
+    return 1 if image_size < 16 else 2
+
+
+def make_optimizer(
+    params: list[nn.Parameter], cfg: TrainConfig, optimizer: str | None = None, lr: float | None = None
+) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum), Adam or AdamW; `optimizer`/`lr` override `train.*` (teachers)."""
+    optimizer = optimizer or cfg.optimizer
+    lr = cfg.lr if lr is None else lr
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-batch cosine decay to zero over the run, or a constant rate."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def train_one_epoch(
+    modules: list[nn.Module],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    *,
+    batch_size: int,
+    normalize: Callable[[Tensor], Tensor],
+    generator: torch.Generator,
+    augment_shift: int,
+    epoch: int,
+) -> float:
+    """One pass over the training split; returns the mean loss.
+
+    Args:
+        modules: Everything that trains (network, adapters); put in train mode and reset
+            (spiking state) after every batch.
+        optimizer, schedule: Stepped once per batch.
+        x, y: Training images in [0, 1] and labels, on the device.
+        loss_fn: (normalised images, labels) -> scalar loss.
+        batch_size: Samples per step.
+        normalize: The dataset's normalisation.
+        generator: Drives shuffling and augmentation (seeded by the trial).
+        augment_shift: Maximum random translation in pixels (0 = none).
+        epoch: For the NaN message.
+
+    Raises:
+        TrialFailed: the loss became NaN or infinite.
+    """
+    for module in modules:
+        module.train()
+    total = torch.zeros((), device=x.device)
+    batches = 0
+    for index in shuffled_batches(len(x), batch_size, generator, x.device):
+        images = normalize(random_shift(x[index], generator, augment_shift))
+        loss = loss_fn(images, y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        for module in modules:
+            functional.reset_net(module)
+        total += loss.detach()
+        batches += 1
+        if batches % _NAN_CHECK_EVERY == 0:
+            _check_finite(total, epoch, batches)
+    _check_finite(total, epoch, batches)
+    return total.item() / max(1, batches)
+
+
+def _check_finite(total: Tensor, epoch: int, batch: int) -> None:
+    if not math.isfinite(total.item()):
+        raise TrialFailed(f"loss became NaN or infinite in epoch {epoch} (by batch {batch}); lower train.lr or check the data")
+
+
+@torch.inference_mode()
+def predict_steps(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    time_steps: int,
+    normalize: Callable[[Tensor], Tensor],
+    batch_size: int,
+    before_batch: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Per-step logits `[T, N, K]` of a (spiking) network, state reset after each batch.
+
+    `before_batch(size)` runs before each forward pass (op counters need the batch size).
+    """
+    model.eval()
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        images = normalize(x[start : start + batch_size])
+        if before_batch is not None:
+            before_batch(len(images))
+        outputs.append(model(images, time_steps))
+        functional.reset_net(model)
+    return torch.cat(outputs, dim=1)
+
+
+def cumulative_accuracy(step_logits: Tensor, y: Tensor) -> Tensor:
+    """Accuracy at every t of one run: prediction at t = mean of the first t steps' logits.
+
+    The network is causal and starts from reset, so the value at t equals a separate run
+    with T = t; the whole time-step curve costs one run at T_max.
+    """
+    cumulative = step_logits.cumsum(dim=0)  # argmax of the sum = argmax of the mean
+    return (cumulative.argmax(dim=-1) == y.unsqueeze(0)).float().mean(dim=1)
+
+
+def accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    time_steps: int,
+    normalize: Callable[[Tensor], Tensor],
+    batch_size: int,
+) -> float:
+    """Accuracy (fraction) of the time-averaged logits at `time_steps`."""
+    steps = predict_steps(model, x, time_steps=time_steps, normalize=normalize, batch_size=batch_size)
+    return cumulative_accuracy(steps, y)[-1].item()

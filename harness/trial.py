@@ -1,0 +1,148 @@
+"""`train(config) -> metrics`: one trial, the same function standalone, under Ray Tune and in tests.
+
+The trial knows nothing about MLflow or Ray: it hands every metric to a `report` callable
+(`harness train` logs them to MLflow; a Tune trainable forwards them to `tune.report`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from harness.config import TrialConfig
+from harness.data import DataSplits, load_dataset
+from harness.efficiency import count_ops
+from harness.methods import Method, TrialContext, create_method
+from harness.models import count_parameters
+from harness.noise import apply_noise
+from harness.training import accuracy, cumulative_accuracy, predict_steps
+
+Report = Callable[[dict[str, float], int | None], None]
+"""Receives per-epoch metrics with the epoch number, then the final metrics with None."""
+
+DEFAULT_TEACHER_CACHE = Path("runs") / "teacher_cache"
+
+
+def _ignore(metrics: dict[str, float], epoch: int | None) -> None:
+    del metrics, epoch
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch (CPU and CUDA); data order and augmentation use their own generators."""
+    torch.manual_seed(seed)
+
+
+def train(
+    config: TrialConfig,
+    *,
+    report: Report = _ignore,
+    teacher_cache: Path | None = None,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, float]:
+    """Runs one trial end to end: setup, `train.epochs` epochs, final evaluation.
+
+    Args:
+        config: The resolved trial config.
+        report: Called after every epoch with `val_accuracy`, `train_loss` (step = epoch),
+            then once with the final metrics (step None).
+        teacher_cache: Folder of the teacher cache (default `runs/teacher_cache`).
+        log: Progress messages.
+
+    Returns:
+        The final metrics (DESIGN §4 names), accuracies as fractions.
+
+    Raises:
+        TrialFailed: the loss became NaN or infinite.
+        HarnessInputError: the dataset's files are missing.
+    """
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.seed)
+    device = resolve_device(config.train.device)
+    data = load_dataset(
+        config.dataset.name,
+        root=config.dataset.root,
+        download=config.dataset.download,
+        val_fraction=config.dataset.val_fraction,
+        split_seed=config.dataset.split_seed,
+        device=device,
+    )
+    cache = Path(teacher_cache or os.environ.get("HARNESS_TEACHER_CACHE", DEFAULT_TEACHER_CACHE))
+    ctx = TrialContext(config=config, data=data, device=device, teacher_cache=cache, log=log)
+    method = create_method(config.method, ctx)
+
+    started = time.perf_counter()
+    for epoch in range(1, config.train.epochs + 1):
+        epoch_started = time.perf_counter()
+        metrics = method.train_one_epoch(epoch)
+        metrics["val_accuracy"] = validate(method, data, config)
+        report(metrics, epoch)
+        log(
+            f"{config.method} epoch {epoch}/{config.train.epochs}  loss {metrics['train_loss']:.4f}  "
+            f"val_accuracy {metrics['val_accuracy']:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
+        )
+    train_seconds = time.perf_counter() - started
+
+    final = {**final_evaluation(method, data, config), **method.extra_metrics(), "train_seconds": train_seconds}
+    report(final, None)
+    return final
+
+
+def validate(method: Method, data: DataSplits, config: TrialConfig) -> float:
+    """Validation accuracy of the method's network at its evaluation T."""
+    return accuracy(
+        method.network(),
+        data.val_x,
+        data.val_y,
+        time_steps=method.eval_time_steps,
+        normalize=data.normalize,
+        batch_size=config.train.eval_batch_size,
+    )
+
+
+def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> dict[str, float]:
+    """Test accuracy, time-step curve, efficiency and noise robustness of the trained network.
+
+    The clean test set runs once at T_max = max(eval T, `eval.time_steps`): its cumulative
+    output gives `test_accuracy` at the method's T and every `timestep/<T>`, and the op
+    counts of its first T steps give the efficiency figures at the method's T. Each noise
+    level is one more run at the method's T.
+    """
+    net = method.network()
+    t_eval = method.eval_time_steps
+    t_max = max(t_eval, *config.eval.time_steps)
+    batch = config.train.eval_batch_size
+    with count_ops(net, t_max) as counts:
+
+        def before_batch(size: int) -> None:
+            counts.batch = size
+            counts.samples += size
+
+        steps = predict_steps(net, data.test_x, time_steps=t_max, normalize=data.normalize, batch_size=batch, before_batch=before_batch)
+    curve = cumulative_accuracy(steps, data.test_y)
+    metrics = {"test_accuracy": curve[t_eval - 1].item(), "params": float(count_parameters(net))}
+    metrics |= {f"timestep/{t}": curve[t - 1].item() for t in config.eval.time_steps}
+    metrics |= counts.summary(t_eval)
+    for noise, levels in config.eval.noise.items():
+        for level in levels:
+            noisy = apply_noise(data.test_x, noise, level)
+            metrics[f"noise/{noise}/{level:g}"] = accuracy(
+                net, noisy, data.test_y, time_steps=t_eval, normalize=data.normalize, batch_size=batch
+            )
+    return metrics
