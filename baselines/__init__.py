@@ -3,4 +3,4 @@
 Importing this package registers them in `harness.methods.METHODS`.
 """
 
-from baselines import direct  # noqa: F401
+from baselines import conversion, direct  # noqa: F401

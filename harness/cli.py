@@ -14,7 +14,7 @@ import yaml
 from harness.config import load_space, parse_override, resolve_trial_config
 from harness.errors import HarnessInputError, TrialFailed
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,14 +26,22 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The `harness` argument parser with its subcommands."""
-    parser = _Parser(prog="harness", description="Benchmark KD into spiking networks against direct training and conversion.")
+    parser = _Parser(
+        prog="harness", description="Benchmark KD into spiking networks against direct training and conversion."
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="run one trial from a space file's fixed values, without Ray")
     train.add_argument("--space", required=True, type=Path, help="search-space YAML file")
     train.add_argument("--method", help="method to run (default: the file's first method)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a dotted key, e.g. --set snn.time_steps=2 (repeatable)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted key, e.g. --set snn.time_steps=2 (repeatable)",
+    )
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     train.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
     train.add_argument("--teacher-cache", type=Path, help="teacher cache folder (default: runs/teacher_cache)")
@@ -49,11 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessInputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def run_train(args: argparse.Namespace) -> int:
     """`harness train`: validate everything, then one trial logged as one MLflow run."""
     from harness.data import check_dataset
+    from harness.methods import METHODS
     from harness.tracking import TrackedRun
     from harness.trial import train
 
@@ -61,14 +73,19 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = [parse_override(text) for text in args.overrides]
     config = resolve_trial_config(space, method=args.method, overrides=overrides, source=str(args.space))
     check_dataset(config.dataset.name, root=config.dataset.root, download=config.dataset.download)
+    METHODS.get(config.method).preflight(config)
 
     trial_id = uuid.uuid4().hex[:12]
     run = TrackedRun(
         args.tracking_uri,
         args.experiment or space.name,
         run_name=f"{config.method}-{config.dataset.name}-T{config.snn.time_steps}-s{config.seed}",
-        tags={"harness.role": "trial", "harness.method": config.method, "harness.trial_id": trial_id,
-              "harness.space": str(args.space)},
+        tags={
+            "harness.role": "trial",
+            "harness.method": config.method,
+            "harness.trial_id": trial_id,
+            "harness.space": str(args.space),
+        },
     )
     run.log_params(config.flat())
     run.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
@@ -85,10 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         run.finish("KILLED", "interrupted")
         raise
-    except HarnessInputError as exc:
-        run.finish("FAILED", str(exc))
-        raise
-    except BaseException as exc:
+    except BaseException as exc:  # recorded, then reported by main() (exit 2) or as a traceback (exit 1)
         run.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     run.finish("FINISHED")
@@ -99,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def summary_table(metrics: dict[str, float]) -> str:
     """The final metrics as an aligned two-column table, accuracies first."""
+
     def order(key: str) -> tuple[int, str]:
         groups = ("test_accuracy", "teacher_", "timestep/", "noise/", "firing_rate", "")
         return next(i for i, prefix in enumerate(groups) if key.startswith(prefix)), key

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from harness.errors import HarnessInputError
 from harness.registry import Registry
@@ -53,15 +53,25 @@ class ModelConfig(_Section):
     depth: PositiveInt = 8
     width: PositiveInt = 16
 
-    @model_validator(mode="after")
-    def _known_arch_and_depth(self) -> ModelConfig:
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
         from harness.models import MODELS
 
-        try:
-            MODELS.get(self.arch).check_depth(self.depth)
-        except HarnessInputError as exc:
-            raise ValueError(str(exc)) from None
-        return self
+        return _lookup(MODELS, arch)
+
+    @field_validator("depth")
+    @classmethod
+    def _supported_depth(cls, depth: int, info: ValidationInfo) -> int:
+        from harness.models import MODELS
+
+        arch = info.data.get("arch")
+        if arch is not None:  # else the arch error is reported
+            try:
+                MODELS.get(arch).check_depth(depth)
+            except HarnessInputError as exc:
+                raise ValueError(str(exc)) from None
+        return depth
 
 
 class TeacherConfig(ModelConfig):
@@ -99,6 +109,18 @@ class DirectConfig(_Section):
     """Direct training: cross-entropy through the surrogate, optionally TET."""
 
     tet: bool = False
+
+
+class ConversionConfig(_Section):
+    """ANN-to-SNN conversion: `qcfs` (quantised ANN, thresholds learned) or threshold
+    balancing of a ReLU ANN from the `max` or `percentile` of its activations."""
+
+    variant: Literal["qcfs", "max", "percentile"] = "qcfs"
+    levels: Annotated[int, Field(ge=1, le=256)] = 8
+    # 2.0 rather than QCFS's 8.0: a short run barely moves lambda, and at 8.0 the ANN ended
+    # 2-4 points lower on digits (measured by tests/baselines/test_conversion_core.py's author).
+    threshold_init: PositiveFloat = 2.0
+    percentile: Annotated[float, Field(gt=0, le=100)] = 99.9
 
 
 class TrainConfig(_Section):
@@ -162,6 +184,7 @@ class TrialConfig(_Section):
     snn: SNNConfig = SNNConfig()
     kd: KDConfig = KDConfig()
     direct: DirectConfig = DirectConfig()
+    conversion: ConversionConfig = ConversionConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -253,20 +276,33 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _describe_error(error: Mapping[str, Any]) -> tuple[str, str]:
+def _section_keys(root: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:
+    """The keys a section accepts, found by walking the schema from `root` along `parents`."""
+    model: Any = root
+    for part in parents:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return sorted(model.model_fields)
+
+
+def _describe_error(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[str, str]:
     loc = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        return loc, "unknown key"
-    message = error["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    return loc, f"{message} (got {error.get('input')!r})"
+        keys = _section_keys(root, tuple(error["loc"][:-1]))
+        return loc, f"unknown key; expected one of: {', '.join(keys)}" if keys else "unknown key"
+    if error["type"] == "value_error":  # our validators' messages already name the value
+        return loc, error["msg"].removeprefix("Value error, ")
+    return loc, f"{error['msg']} (got {error.get('input')!r})"
 
 
-def _one_line(where: str, error: ValidationError, origin: Mapping[str, str] | None = None) -> str:
+def _one_line(
+    where: str, error: ValidationError, root: type[BaseModel], origin: Mapping[str, str] | None = None
+) -> str:
     """The first validation error as `<where>: <dotted key>: <what was expected>`."""
     first = error.errors()[0]
-    loc, message = _describe_error(first)
+    loc, message = _describe_error(first, root)
     if origin is not None:
         for dotted, source in origin.items():
             if loc == dotted or loc.startswith(dotted + "."):
@@ -297,7 +333,7 @@ def load_space(path: str | Path) -> SpaceFile:
     try:
         space = SpaceFile.model_validate(raw)
     except ValidationError as exc:
-        raise HarnessInputError(_one_line(str(path), exc)) from None
+        raise HarnessInputError(_one_line(str(path), exc, SpaceFile)) from None
     # The fixed values and eval block must form a valid trial on their own.
     resolve_trial_config(space, method=space.methods[0], source=str(path))
     return space
@@ -337,4 +373,6 @@ def resolve_trial_config(
     try:
         return TrialConfig.model_validate(unflatten(flat))
     except ValidationError as exc:
-        raise HarnessInputError(_one_line(source, exc, origin)) from None
+        raise HarnessInputError(_one_line(source, exc, TrialConfig, origin)) from None
+    except HarnessInputError as exc:  # a key used both as a value and as a section
+        raise HarnessInputError(f"{source}: {exc}") from None

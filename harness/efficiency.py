@@ -1,7 +1,8 @@
 """Firing rates, synaptic operations and energy, counted per time step with forward hooks.
 
-A convolution or linear layer whose input is binary (spikes) costs accumulates (ACs): one per
-non-zero input and outgoing synapse. Any other input (the image, pooled rates) costs
+A convolution or linear layer whose input is spikes (every non-zero entry the same value: 1,
+or the threshold a converted IF neuron emits) costs accumulates (ACs): one per non-zero
+input and outgoing synapse. Any other input (the image, pooled rates) costs
 multiply-accumulates (MACs) for every weight use. BatchNorm is folded into the preceding
 layer at inference and costs nothing. Energy uses the 45 nm figures common in the SNN
 literature: 0.9 pJ per AC, 4.6 pJ per MAC.
@@ -74,24 +75,27 @@ def _per_step(ops: Tensor, rows: int, batch: int, time_steps: int) -> Tensor:
     return steps
 
 
-def _is_binary(x: Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
+def _is_spikes(x: Tensor) -> bool:
+    """Spikes: every non-zero entry has the same value (1, or a converted neuron's threshold)."""
+    nonzero = x[x != 0]
+    return nonzero.numel() == 0 or bool((nonzero == nonzero[0]).all())
 
 
 def _conv_ops(conv: nn.Conv2d, x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
     if conv.groups != 1:
         raise NotImplementedError("grouped convolutions are not counted yet")
-    if _is_binary(x):
+    if _is_spikes(x):
         ones = torch.ones(1, conv.in_channels, *conv.kernel_size, device=x.device, dtype=x.dtype)
-        active_inputs = F.conv2d(x, ones, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+        active = (x != 0).to(x.dtype)
+        active_inputs = F.conv2d(active, ones, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
         return active_inputs * conv.out_channels, True
     per_output = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
     return torch.full_like(out, float(per_output)), False
 
 
 def _linear_ops(linear: nn.Linear, x: Tensor) -> tuple[Tensor, bool]:
-    if _is_binary(x):
-        return x * linear.out_features, True
+    if _is_spikes(x):
+        return (x != 0).to(x.dtype) * linear.out_features, True
     return torch.full_like(x, float(linear.out_features)), False
 
 
@@ -125,7 +129,7 @@ def count_ops(model: nn.Module, time_steps: int) -> Iterator[OpCounts]:
 
     def on_neuron(name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
-            spikes = out.reshape(time_steps, -1).sum(dim=1, dtype=torch.float64).cpu()
+            spikes = (out != 0).reshape(time_steps, -1).sum(dim=1, dtype=torch.float64).cpu()
             counts.spikes[name] = counts.spikes.get(name, torch.zeros(time_steps, dtype=torch.float64)) + spikes
             counts.neurons[name] = out[0, 0].numel()
 

@@ -82,9 +82,17 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
     evaluate = dict(time_steps=1, normalize=data.normalize, batch_size=cfg.train.eval_batch_size)
     for epoch in range(1, cfg.teacher.epochs + 1):
         loss = train_one_epoch(
-            [model], optimizer, schedule, data.train_x, data.train_y, loss_fn,
-            batch_size=cfg.train.batch_size, normalize=data.normalize, generator=generator,
-            augment_shift=shift_for(data.image_size) if cfg.train.augment else 0, epoch=epoch,
+            [model],
+            optimizer,
+            schedule,
+            data.train_x,
+            data.train_y,
+            loss_fn,
+            batch_size=cfg.train.batch_size,
+            normalize=data.normalize,
+            generator=generator,
+            augment_shift=shift_for(data.image_size) if cfg.train.augment else 0,
+            epoch=epoch,
         )
         val = accuracy(model, data.val_x, data.val_y, **evaluate)
         ctx.log(f"teacher epoch {epoch}/{cfg.teacher.epochs}  loss {loss:.4f}  val_accuracy {val:.4f}")
@@ -123,6 +131,8 @@ def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
         ctx.log(f"training teacher {key} ({ctx.config.teacher.arch}-{ctx.config.teacher.depth}); cached at {path}")
         model, metrics = train_teacher(ctx)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": model.state_dict(), "metrics": metrics, "config": ctx.config.model_dump(mode="json")}, tmp)
+        torch.save(
+            {"state_dict": model.state_dict(), "metrics": metrics, "config": ctx.config.model_dump(mode="json")}, tmp
+        )
         os.replace(tmp, path)
         return TeacherRecord(model, key, path, metrics, trained_now=True)

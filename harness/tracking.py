@@ -7,6 +7,7 @@ directories), and their artifacts go to `mlartifacts/` beside the database file.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,6 @@ class TrackedRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Logs metrics at `step` (the epoch for per-epoch values)."""
-        import time
-
         now = int(time.time() * 1000)
         entries = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         for start in range(0, len(entries), _BATCH):

@@ -24,9 +24,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 _NAN_CHECK_EVERY = 20
 
 
-def shuffled_batches(
-    n: int, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[Tensor]:
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
     """Index tensors of a random permutation of `range(n)`, `batch_size` at a time."""
     order = torch.randperm(n, generator=generator).to(device)
     yield from order.split(batch_size)
@@ -40,8 +38,8 @@ def random_shift(x: Tensor, generator: torch.Generator, max_shift: int) -> Tenso
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).to(x.device)
-    rows = (torch.arange(h, device=x.device)[None, :] + offsets[0][:, None])  # [B, H]
-    cols = (torch.arange(w, device=x.device)[None, :] + offsets[1][:, None])  # [B, W]
+    rows = torch.arange(h, device=x.device)[None, :] + offsets[0][:, None]  # [B, H]
+    cols = torch.arange(w, device=x.device)[None, :] + offsets[1][:, None]  # [B, W]
     batch = torch.arange(b, device=x.device)[:, None, None]
     # [B, H, W, C] after advanced indexing on dims 0, 2, 3; move channels back.
     shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
@@ -60,13 +58,17 @@ def make_optimizer(
     optimizer = optimizer or cfg.optimizer
     lr = cfg.lr if lr is None else lr
     if optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+        )
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-batch cosine decay to zero over the run, or a constant rate."""
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
@@ -127,7 +129,9 @@ def train_one_epoch(
 
 def _check_finite(total: Tensor, epoch: int, batch: int) -> None:
     if not math.isfinite(total.item()):
-        raise TrialFailed(f"loss became NaN or infinite in epoch {epoch} (by batch {batch}); lower train.lr or check the data")
+        raise TrialFailed(
+            f"loss became NaN or infinite in epoch {epoch} (by batch {batch}); lower train.lr or check the data"
+        )
 
 
 @torch.inference_mode()

@@ -104,15 +104,22 @@ def train(
     return final
 
 
+def eval_batch(config: TrialConfig, time_steps: int) -> int:
+    """Images per evaluation forward: `train.eval_batch_size` up to T = 4, scaled down beyond
+    so that activation memory (proportional to T x batch) stays flat for long runs."""
+    return max(1, config.train.eval_batch_size * 4 // max(4, time_steps))
+
+
 def validate(method: Method, data: DataSplits, config: TrialConfig) -> float:
     """Validation accuracy of the method's network at its evaluation T."""
+    t = method.eval_time_steps
     return accuracy(
         method.network(),
         data.val_x,
         data.val_y,
-        time_steps=method.eval_time_steps,
+        time_steps=t,
         normalize=data.normalize,
-        batch_size=config.train.eval_batch_size,
+        batch_size=eval_batch(config, t),
     )
 
 
@@ -127,14 +134,20 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
     net = method.network()
     t_eval = method.eval_time_steps
     t_max = max(t_eval, *config.eval.time_steps)
-    batch = config.train.eval_batch_size
     with count_ops(net, t_max) as counts:
 
         def before_batch(size: int) -> None:
             counts.batch = size
             counts.samples += size
 
-        steps = predict_steps(net, data.test_x, time_steps=t_max, normalize=data.normalize, batch_size=batch, before_batch=before_batch)
+        steps = predict_steps(
+            net,
+            data.test_x,
+            time_steps=t_max,
+            normalize=data.normalize,
+            batch_size=eval_batch(config, t_max),
+            before_batch=before_batch,
+        )
     curve = cumulative_accuracy(steps, data.test_y)
     metrics = {"test_accuracy": curve[t_eval - 1].item(), "params": float(count_parameters(net))}
     metrics |= {f"timestep/{t}": curve[t - 1].item() for t in config.eval.time_steps}
@@ -143,6 +156,11 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
         for level in levels:
             noisy = apply_noise(data.test_x, noise, level)
             metrics[f"noise/{noise}/{level:g}"] = accuracy(
-                net, noisy, data.test_y, time_steps=t_eval, normalize=data.normalize, batch_size=batch
+                net,
+                noisy,
+                data.test_y,
+                time_steps=t_eval,
+                normalize=data.normalize,
+                batch_size=eval_batch(config, t_eval),
             )
     return metrics

@@ -46,6 +46,14 @@ class Method(ABC):
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
 
+    @classmethod
+    def preflight(cls, config: TrialConfig) -> None:  # noqa: B027 (an optional hook)
+        """Checks a config before anything runs or is recorded (no data, no training).
+
+        Raises:
+            HarnessInputError: the config cannot work with this method.
+        """
+
     @abstractmethod
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """Trains for one epoch; returns training metrics such as `train_loss`."""

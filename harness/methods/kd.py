@@ -36,7 +36,9 @@ class FeatureAdapter(nn.Module):
     def __init__(self, student_channels: int, teacher_channels: int) -> None:
         super().__init__()
         self.project: nn.Module = (
-            nn.Sequential(nn.Conv2d(student_channels, teacher_channels, 1, bias=False), nn.BatchNorm2d(teacher_channels))
+            nn.Sequential(
+                nn.Conv2d(student_channels, teacher_channels, 1, bias=False), nn.BatchNorm2d(teacher_channels)
+            )
             if student_channels != teacher_channels
             else nn.Identity()
         )
@@ -82,4 +84,3 @@ class KDMethod(StudentMethod):
 
     def extra_metrics(self) -> dict[str, float]:
         return dict(self.teacher_record.metrics)
-

@@ -36,18 +36,24 @@ def build_student(ctx: TrialContext) -> SpikingNetwork:
 
 
 class StudentMethod(Method):
-    """Trains `build_student(ctx)` with the loss of the subclass, through the surrogate."""
+    """Trains one network (`build_network()`, by default the spiking student) with the loss
+    of the subclass: BPTT through the surrogate for KD and direct training; the conversion
+    baseline trains its ANN here and converts it afterwards."""
 
     def __init__(self, ctx: TrialContext) -> None:
         super().__init__(ctx)
         cfg = ctx.config
-        self.student = build_student(ctx)
+        self.student = self.build_network()
         self.trainable: list[nn.Module] = [self.student, *self.build_extra_modules()]
         params = [p for module in self.trainable for p in module.parameters()]
         steps_per_epoch = -(-len(ctx.data.train_x) // cfg.train.batch_size)
         self.optimizer = make_optimizer(params, cfg.train)
         self.schedule = make_schedule(self.optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def build_network(self) -> SpikingNetwork:
+        """The network this method trains."""
+        return build_student(self.ctx)
 
     def build_extra_modules(self) -> list[nn.Module]:
         """Modules trained with the student (e.g. feature-KD adapters); called once, after

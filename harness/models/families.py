@@ -124,7 +124,9 @@ class ResNet(SpikingNetwork):
             c_out = width * 2**k
             stride = 2 if k > 0 and size > 1 else 1
             size = (size + stride - 1) // stride
-            layers = [BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, activation) for i in range(blocks)]
+            layers = [
+                BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, activation) for i in range(blocks)
+            ]
             stages[f"stage{k + 1}"] = nn.Sequential(*layers)
             c_in = c_out
         self.body = nn.ModuleDict(stages)

@@ -66,13 +66,9 @@ def _check_level(noise: str, level: float) -> float:
     try:
         value = float(level)
     except (TypeError, ValueError):
-        raise HarnessInputError(
-            f"noise level for {noise!r} must be a number, got {level!r}"
-        ) from None
+        raise HarnessInputError(f"noise level for {noise!r} must be a number, got {level!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise HarnessInputError(
-            f"noise level for {noise!r} must be a finite number >= 0, got {level!r}"
-        )
+        raise HarnessInputError(f"noise level for {noise!r} must be a finite number >= 0, got {level!r}")
     return value
 
 
@@ -88,9 +84,7 @@ def check_level(noise: str, level: float) -> None:
     apply_noise(torch.full((1, 1, 4, 4), 0.5), noise, level)
 
 
-def apply_noise(
-    images: torch.Tensor, noise: str, level: float, start_index: int = 0
-) -> torch.Tensor:
+def apply_noise(images: torch.Tensor, noise: str, level: float, start_index: int = 0) -> torch.Tensor:
     """Corrupts a batch of test images, reproducibly per sample.
 
     Sample `i` of the batch is corrupted by the registered function for `noise` with a
@@ -115,9 +109,7 @@ def apply_noise(
     fn = NOISES.get(noise)
     value = _check_level(noise, level)
     if images.dim() != 4:
-        raise ValueError(
-            f"images must be shaped [N, C, H, W], got {tuple(images.shape)}"
-        )
+        raise ValueError(f"images must be shaped [N, C, H, W], got {tuple(images.shape)}")
     # A float32 copy: the noise functions work on (and may even modify) its samples,
     # never on the caller's tensor.
     out = images.detach().to(torch.float32, copy=True)

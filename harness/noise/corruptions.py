@@ -40,9 +40,7 @@ def register_noise(name: str) -> Callable[[NoiseFn], NoiseFn]:
 def check_level_at_most(noise: str, level: float, maximum: float) -> None:
     """Raises a one-line HarnessInputError if `level` is above `maximum`."""
     if level > maximum:
-        raise HarnessInputError(
-            f"noise level for {noise!r} must be in [0, {maximum:g}], got {level!r}"
-        )
+        raise HarnessInputError(f"noise level for {noise!r} must be in [0, {maximum:g}], got {level!r}")
 
 
 def _randn(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -50,9 +48,7 @@ def _randn(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator).to(x.device)
 
 
-def _rand(
-    shape: tuple[int, ...], x: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
+def _rand(shape: tuple[int, ...], x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Uniform [0, 1) numbers of `shape`, drawn on the CPU, on `x`'s device."""
     return torch.rand(shape, generator=generator).to(x.device)
 
@@ -75,9 +71,7 @@ def gaussian(x: torch.Tensor, level: float, generator: torch.Generator) -> torch
 
 
 @register_noise("salt_pepper")
-def salt_pepper(
-    x: torch.Tensor, level: float, generator: torch.Generator
-) -> torch.Tensor:
+def salt_pepper(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Salt-and-pepper noise: each pixel is hit with probability `p`.
 
     A hit pixel location has all of its channels set to 0 or all set to 1, with equal
@@ -159,9 +153,7 @@ def uniform(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.
 
 
 @register_noise("gaussian_blur")
-def gaussian_blur(
-    x: torch.Tensor, level: float, generator: torch.Generator
-) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Gaussian blur, deterministic (the generator is ignored).
 
     Each channel is convolved with the normalised kernel
@@ -222,9 +214,7 @@ def contrast(x: torch.Tensor, level: float, generator: torch.Generator) -> torch
 
 
 @register_noise("occlusion")
-def occlusion(
-    x: torch.Tensor, level: float, generator: torch.Generator
-) -> torch.Tensor:
+def occlusion(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Occlusion: a square patch at a uniformly random position is set to 0.
 
     The side is `s = round(sqrt(f) * min(H, W))` (Python rounding), so the patch covers

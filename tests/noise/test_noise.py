@@ -93,9 +93,7 @@ def test_user_noise_is_used_by_apply_noise(registered: list[str]) -> None:
     seeds: list[int] = []
 
     @register_noise("test_shift")
-    def shift(
-        x: torch.Tensor, level: float, generator: torch.Generator
-    ) -> torch.Tensor:
+    def shift(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
         seeds.append(generator.initial_seed())
         x += level  # in place on purpose: apply_noise must protect its input
         x[:, 0, 0] = 0.125  # not the identity at level 0
@@ -276,9 +274,7 @@ def test_salt_pepper_statistics() -> None:
     values = out[changed]
     assert ((values == 0) | (values == 1)).all()
     assert (values == 1).float().mean().item() == pytest.approx(0.5, abs=0.05)
-    assert torch.equal(
-        apply_noise(image, "salt_pepper", 1.0) != 0.5, torch.ones_like(changed)
-    )
+    assert torch.equal(apply_noise(image, "salt_pepper", 1.0) != 0.5, torch.ones_like(changed))
 
 
 def test_poisson_statistics() -> None:
@@ -305,9 +301,7 @@ def test_contrast_scales_std(c: float) -> None:
     images = make_images(n=2)
     out = apply_noise(images, "contrast", c)
     for image, result in zip(images, out, strict=True):
-        assert result.std().item() == pytest.approx(
-            image.std().item() * (1 - c), abs=1e-5
-        )
+        assert result.std().item() == pytest.approx(image.std().item() * (1 - c), abs=1e-5)
         assert result.mean().item() == pytest.approx(image.mean().item(), abs=1e-5)
 
 
@@ -355,9 +349,7 @@ def test_blur_matches_a_normalised_gaussian_kernel() -> None:
 
 def test_blur_reduces_variance_more_with_larger_sigma() -> None:
     images = make_images(n=1, c=1, h=32, w=32)
-    variances = [
-        apply_noise(images, "gaussian_blur", s).var().item() for s in (0.5, 1, 2)
-    ]
+    variances = [apply_noise(images, "gaussian_blur", s).var().item() for s in (0.5, 1, 2)]
     assert images.var().item() > variances[0] > variances[1] > variances[2]
 
 
@@ -378,9 +370,7 @@ def test_blur_on_image_smaller_than_radius() -> None:
     assert torch.allclose(out[0, 1], torch.full((4, 5), 0.7), atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("sigma", "size", "mode"), [(1.0, 12, "reflect"), (2.0, 5, "replicate")]
-)
+@pytest.mark.parametrize(("sigma", "size", "mode"), [(1.0, 12, "reflect"), (2.0, 5, "replicate")])
 def test_blur_matches_a_2d_reference(sigma: float, size: int, mode: str) -> None:
     images = make_images(n=2, c=2, h=size, w=size + 3)
     radius = math.ceil(3 * sigma)

@@ -1,0 +1,105 @@
+"""ANN-to-SNN conversion: train an ANN, convert it to IF neurons, read the whole time-step
+curve off one run at T_max.
+
+Variants (`conversion.variant`):
+- `qcfs` (Bu et al., ICLR 2022): the ANN is trained with the quantisation-clip-floor-shift
+  activation (`conversion.levels` levels, a learnable threshold per layer), which becomes
+  the IF neuron's threshold.
+- `max` / `percentile`: threshold balancing of a plain ReLU ANN, each threshold the maximum or
+  the `conversion.percentile`-th percentile of that layer's activations on training data.
+Either way BatchNorm is folded into the preceding layer, each activation becomes an IF neuron
+with soft reset and initial membrane at half its threshold, and pooling is average pooling.
+`val_accuracy`, `test_accuracy` and noise are measured on the converted SNN at
+`eval.reference_time_steps`; `ann_test_accuracy` is the ANN before conversion.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from baselines.conversion_core import activation_thresholds, check_convertible, convert, qcfs_factory
+from harness.config import TrialConfig
+from harness.methods import register_method
+from harness.methods.student import StudentMethod
+from harness.models import ActivationFactory, SpikingNetwork, create_model, relu
+from harness.training import accuracy
+
+
+def _activation(config: TrialConfig) -> ActivationFactory:
+    conversion = config.conversion
+    return qcfs_factory(conversion.levels, conversion.threshold_init) if conversion.variant == "qcfs" else relu
+
+
+def build_ann(config: TrialConfig, in_channels: int, num_classes: int, image_size: int) -> SpikingNetwork:
+    """The ANN to convert: `student.*` with QCFS or ReLU activations and average pooling."""
+    return create_model(
+        config.student.arch,
+        depth=config.student.depth,
+        width=config.student.width,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=image_size,
+        activation=_activation(config),
+        pool="avg",
+    )
+
+
+@register_method("conversion")
+class ConversionMethod(StudentMethod):
+    """Trains the ANN with cross-entropy (the shared loop), converts it lazily for evaluation."""
+
+    _snn: SpikingNetwork | None = None
+
+    @classmethod
+    def preflight(cls, config: TrialConfig) -> None:
+        # Convertibility does not depend on the input shape: check a nominal one.
+        check_convertible(build_ann(config, in_channels=3, num_classes=10, image_size=32))
+
+    def build_network(self) -> SpikingNetwork:
+        torch.manual_seed(self.ctx.config.seed)
+        data = self.ctx.data
+        ann = build_ann(self.ctx.config, data.in_channels, data.num_classes, data.image_size)
+        check_convertible(ann)
+        return ann.to(self.ctx.device)
+
+    @property
+    def ann(self) -> SpikingNetwork:
+        return self.student
+
+    def loss(self, images: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.ann(images, 1).mean(0), labels)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        self._snn = None  # the weights change: convert again when next evaluated
+        return super().train_one_epoch(epoch)
+
+    @property
+    def eval_time_steps(self) -> int:
+        return self.ctx.config.eval.reference_time_steps
+
+    def network(self) -> SpikingNetwork:
+        if self._snn is None:
+            self._snn = convert(self.ann.eval(), self._thresholds())
+        return self._snn
+
+    def _thresholds(self) -> dict[str, float] | None:
+        conversion, data = self.ctx.config.conversion, self.ctx.data
+        if conversion.variant == "qcfs":
+            return None  # the learned QCFS thresholds
+        return activation_thresholds(
+            self.ann, data.normalize(data.train_x), mode=conversion.variant, percentile=conversion.percentile
+        )
+
+    def extra_metrics(self) -> dict[str, float]:
+        data, cfg = self.ctx.data, self.ctx.config
+        ann_accuracy = accuracy(
+            self.ann,
+            data.test_x,
+            data.test_y,
+            time_steps=1,
+            normalize=data.normalize,
+            batch_size=cfg.train.eval_batch_size,
+        )
+        return {"ann_test_accuracy": ann_accuracy}

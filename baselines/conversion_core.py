@@ -1,0 +1,252 @@
+"""Numerical core of the ANN-to-SNN conversion baseline: QCFS training, BN folding, IF neurons.
+
+Two variants share one conversion step (DESIGN, conversion baseline):
+
+* QCFS (Bu et al., ICLR 2022): the ANN is trained with `QCFS` activations, the learned
+  threshold lambda of each becomes the firing threshold of its IF neuron.
+* Threshold balancing: a plain ReLU ANN; each threshold is the max or a percentile of that
+  ReLU's outputs on training data (`activation_thresholds`).
+
+`convert` folds every BatchNorm into the convolution before it and swaps each activation for
+a `ConvertedIF` neuron (soft reset, membrane starting at half the threshold, spikes of value
+theta so the next layer's weights stay as they are). Average pooling, global average pooling
+and residual additions are linear and stay; max-pooling and other activations have no spiking
+equivalent and are refused by `check_convertible` before any training.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from spikingjelly.activation_based import neuron
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from harness.errors import HarnessInputError
+from harness.models.families import BasicBlock, SpikingNetwork
+
+# Thresholds below this (a ReLU that never fired on the calibration data) are raised to it.
+_MIN_THRESHOLD = 1e-6
+
+# Modules whose computation the converted network keeps as it is (all linear or containers).
+_KEPT = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm2d,
+    nn.BatchNorm1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sequential,
+    nn.ModuleDict,
+    BasicBlock,
+    SpikingNetwork,
+)
+
+
+class _FloorSTE(torch.autograd.Function):
+    """floor in the forward pass, identity in the backward pass (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
+class QCFS(nn.Module):
+    """Quantisation-clip-floor-shift activation `clamp(floor(x L / lambda + 1/2) / L, 0, 1) * lambda`.
+
+    Elementwise, so it works on any shape (`[T, B, ...]` included). The floor has a
+    straight-through gradient; lambda (`threshold`) learns through the clip and the scaling.
+
+    Args:
+        levels: Quantisation levels L (the output takes L + 1 values 0, lambda/L, ..., lambda).
+        init: Initial lambda. 8.0 is the value of Bu et al.'s code for CIFAR; it shrinks towards
+            the activation range during training. Smaller values (2-4) train faster on short runs.
+    """
+
+    def __init__(self, levels: int, init: float = 8.0) -> None:
+        super().__init__()
+        if levels < 1 or init <= 0:
+            raise HarnessInputError(f"QCFS needs levels >= 1 and a positive init, got levels={levels}, init={init}")
+        self.levels = int(levels)
+        self.threshold = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Applies h(x) elementwise."""
+        steps = _FloorSTE.apply(x * self.levels / self.threshold + 0.5) / self.levels
+        return torch.clamp(steps, 0.0, 1.0) * self.threshold
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, threshold={self.threshold.item():.4g}"
+
+
+def qcfs_factory(levels: int, init: float = 8.0) -> Callable[[], nn.Module]:
+    """An activation factory for `create_model`: a fresh `QCFS(levels, init)` per layer."""
+    return lambda: QCFS(levels, init)
+
+
+class ConvertedIF(neuron.HalfThresholdIFNode):
+    """Multi-step IF neuron of a converted network: input and output `[T, B, ...]`.
+
+    Soft reset (the threshold is subtracted on a spike); the membrane starts at half the
+    threshold, also after `functional.reset_net`. Spikes have the value theta, so the rate
+    `output.mean(0)` approximates `clamp(x, 0, theta)` of a constant input x.
+
+    Args:
+        threshold: Firing threshold theta > 0 (QCFS lambda or a balanced ReLU threshold).
+    """
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__(v_threshold=float(threshold), step_mode="m")
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Integrates `x_seq` over its first dimension; returns `spike * theta`."""
+        return super().forward(x_seq) * self.v_threshold
+
+
+def _fold_pairs(seq: nn.Sequential) -> None:
+    """Fuses each (Conv2d, BatchNorm2d) / (Linear, BatchNorm1d) neighbour pair of `seq` in place."""
+    for i in range(len(seq) - 1):
+        first, second = seq[i], seq[i + 1]
+        if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
+            seq[i], seq[i + 1] = fuse_conv_bn_eval(first, second), nn.Identity()
+        elif isinstance(first, nn.Linear) and isinstance(second, nn.BatchNorm1d):
+            seq[i], seq[i + 1] = fuse_linear_bn_eval(first, second), nn.Identity()
+
+
+def fold_batchnorm(model: SpikingNetwork) -> SpikingNetwork:
+    """A deep copy in eval mode with every BatchNorm folded into the convolution before it.
+
+    Each Conv2d + BatchNorm2d (or Linear + BatchNorm1d) pair of a `SeqToANNContainer`, or of any
+    other `nn.Sequential`, becomes one layer with a bias and the BatchNorm an `nn.Identity`; eval
+    outputs are unchanged.
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, nn.Sequential):
+            _fold_pairs(module)
+    return folded
+
+
+def check_convertible(model: nn.Module) -> None:
+    """Checks that every layer has a spiking equivalent; cheap, runs on an untrained model.
+
+    Raises:
+        HarnessInputError: names the first module path that cannot be converted (for
+            example an `nn.MaxPool2d`, a Sigmoid/Tanh/GELU or a LIF activation).
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, (*_KEPT, nn.ReLU, QCFS)):
+            continue
+        raise HarnessInputError(
+            f"model layer '{name or type(model).__name__}' ({type(module).__name__}) has no spiking equivalent for "
+            "ANN-to-SNN conversion; use pool='avg' and ReLU or QCFS activations"
+        )
+
+
+def _relu_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.ReLU)]
+
+
+def _percentile(values: Tensor, percentile: float) -> Tensor:
+    """p-th percentile (nearest rank) of a flat tensor; `kthvalue` has no size limit, unlike `quantile`."""
+    k = max(1, min(values.numel(), round(percentile / 100 * values.numel())))
+    return values.kthvalue(k).values
+
+
+@torch.inference_mode()
+def activation_thresholds(
+    model: SpikingNetwork,
+    x_train: Tensor,
+    mode: Literal["max", "percentile"] = "max",
+    percentile: float = 99.9,
+    batches: int = 8,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Threshold of each ReLU of an ANN from its outputs on training data (run at T = 1, eval mode).
+
+    Uses `batches` batches of `batch_size` images drawn without replacement (fixed `seed`),
+    1024 images by default, fewer if `x_train` is smaller. "max" is the largest output over
+    all of them; "percentile" is the mean over batches of each batch's p-th percentile
+    (Rueckauer et al., 2017; a per-batch statistic keeps memory at one batch).
+
+    Args:
+        model: A ReLU network from `harness.models` (`pool="avg"`).
+        x_train: Normalised training images `[N, C, H, W]`.
+        mode: "max" or "percentile".
+        percentile: p in (0, 100] for mode "percentile".
+        batches: Number of calibration batches.
+        batch_size: Images per batch.
+        seed: Seed of the image subset.
+
+    Returns:
+        `{module path: threshold}` for every `nn.ReLU`, keys as in `model.named_modules()`.
+    """
+    if mode not in ("max", "percentile") or not 0 < percentile <= 100:
+        raise HarnessInputError(
+            f"thresholds need mode 'max' or 'percentile' and p in (0, 100]; got {mode!r}, {percentile}"
+        )
+    check_convertible(model)
+    device = next(model.parameters()).device
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[: batches * batch_size]
+    stats: dict[str, list[Tensor]] = {name: [] for name in _relu_names(model)}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(_module: nn.Module, _inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            flat = out.detach().flatten().float()
+            stats[name].append(flat.max() if mode == "max" else _percentile(flat, percentile))
+
+        return record
+
+    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in stats]
+    was_training = model.training
+    model.eval()
+    try:
+        for index in order.split(batch_size):
+            model(x_train[index].to(device), 1)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    reduce = torch.max if mode == "max" else torch.mean
+    return {name: reduce(torch.stack(values)).item() for name, values in stats.items()}
+
+
+def convert(model: SpikingNetwork, thresholds: dict[str, float] | None = None) -> SpikingNetwork:
+    """The spiking network of a trained ANN: a deep copy with BN folded and IF neurons.
+
+    Each `QCFS` becomes a `ConvertedIF` with its learned lambda; each `nn.ReLU` one with
+    `thresholds[path]` (from `activation_thresholds`). The result runs like any network of
+    `harness.models`: `snn(x, T)` gives per-step logits `[T, B, K]`; reset it between batches.
+    It is returned in eval mode; a threshold below 1e-6 (a ReLU silent on the calibration data)
+    is raised to 1e-6.
+
+    Raises:
+        HarnessInputError: a layer without spiking equivalent, or a ReLU missing from `thresholds`.
+    """
+    check_convertible(model)
+    thresholds = thresholds or {}
+    missing = [name for name in _relu_names(model) if name not in thresholds]
+    if missing:
+        raise HarnessInputError(
+            f"ReLU layer '{missing[0]}' has no threshold; compute them with activation_thresholds (or train with QCFS)"
+        )
+    snn = fold_batchnorm(model)
+    for name, module in list(snn.named_modules()):
+        if isinstance(module, QCFS):
+            theta = module.threshold.item()
+        elif isinstance(module, nn.ReLU):
+            theta = thresholds[name]
+        else:
+            continue
+        snn.set_submodule(name, ConvertedIF(max(theta, _MIN_THRESHOLD)))
+    return snn.eval()

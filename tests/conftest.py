@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny trial configs on the shipped `digits` set, a session teacher cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from harness.config import TrialConfig, unflatten
+
+# Small enough that a whole trial (teacher included) takes a few seconds on 2 cores.
+TINY: dict[str, Any] = {
+    "dataset.name": "digits",
+    "teacher.arch": "resnet",
+    "teacher.depth": 8,
+    "teacher.width": 8,
+    "teacher.epochs": 4,
+    "student.arch": "resnet",
+    "student.depth": 8,
+    "student.width": 8,
+    "snn.time_steps": 2,
+    "train.epochs": 2,
+    "train.batch_size": 64,
+    "train.threads": 2,
+    "eval.time_steps": [1, 2, 4],
+    "eval.noise": {"gaussian": [0.1], "salt_pepper": [0.05]},
+}
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def make_config() -> Callable[..., TrialConfig]:
+    """`make_config(method="kd", **{"snn.time_steps": 4})`: TINY plus dotted overrides."""
+
+    def make(method: str = "kd", **overrides: Any) -> TrialConfig:
+        return TrialConfig.model_validate(unflatten({**TINY, "method": method, **overrides}))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One teacher cache for the whole session, so the tiny teacher trains once."""
+    return tmp_path_factory.mktemp("teacher_cache")
+
+
+@pytest.fixture
+def tiny_space(tmp_path: Path) -> Path:
+    """A space file with the TINY values as `fixed` and an `eval` block."""
+    import yaml
+
+    fixed = {k: v for k, v in TINY.items() if not k.startswith("eval.")}
+    space = {
+        "name": "tiny",
+        "methods": ["kd", "direct"],
+        "fixed": fixed,
+        "eval": {"reference_time_steps": 2, "time_steps": TINY["eval.time_steps"], "noise": TINY["eval.noise"]},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path

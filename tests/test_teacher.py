@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness.data import load_dataset
+from harness.methods import TrialContext
+from harness.teacher import load_or_train_teacher, teacher_key
+
+
+def _context(config, cache: Path) -> TrialContext:
+    data = load_dataset(config.dataset.name)
+    return TrialContext(config, data, torch.device("cpu"), cache, lambda _: None)
+
+
+def test_second_trial_with_the_same_teacher_trains_no_teacher(make_config, tmp_path: Path) -> None:
+    first = load_or_train_teacher(_context(make_config("kd", **{"teacher.epochs": 1}), tmp_path))
+    assert first.trained_now
+    stamp = first.path.stat().st_mtime_ns
+    # Another trial: other student, KD weight and method settings, same teacher.
+    second_config = make_config(
+        "kd", **{"teacher.epochs": 1, "student.depth": 14, "kd.alpha": 0.9, "snn.time_steps": 3}
+    )
+    second = load_or_train_teacher(_context(second_config, tmp_path))
+    assert not second.trained_now
+    assert second.key == first.key
+    assert second.path.stat().st_mtime_ns == stamp
+    assert second.metrics == first.metrics
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_key_depends_on_what_determines_the_weights(make_config, tmp_path: Path) -> None:
+    base = teacher_key(_context(make_config(), tmp_path))
+    assert teacher_key(_context(make_config("direct", **{"kd.alpha": 0.1, "student.depth": 14}), tmp_path)) == base
+    for change in ({"seed": 1}, {"teacher.depth": 14}, {"teacher.lr": 0.01}, {"dataset.split_seed": 3}):
+        assert teacher_key(_context(make_config(**change), tmp_path)) != base, change

@@ -1,0 +1,82 @@
+"""`train(config) -> metrics` end to end on the shipped digits set, without Ray or MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from harness.errors import TrialFailed
+from harness.methods import METHODS, register_method
+from harness.methods.student import StudentMethod
+from harness.trial import train
+
+CHANCE = 0.1
+
+
+def _expected_metric_names(config) -> set[str]:
+    names = {"test_accuracy", "params", "acs", "macs", "synops", "energy_uj", "firing_rate", "train_seconds"}
+    names |= {f"timestep/{t}" for t in config.eval.time_steps}
+    names |= {f"noise/{n}/{level:g}" for n, levels in config.eval.noise.items() for level in levels}
+    return names
+
+
+@pytest.mark.parametrize("method", ["kd", "direct"])
+def test_trial_learns_and_reports_every_metric(method: str, make_config, teacher_cache: Path) -> None:
+    config = make_config(method, **{"train.epochs": 3})
+    epochs: list[tuple[int, dict[str, float]]] = []
+    finals: list[dict[str, float]] = []
+
+    def report(metrics: dict[str, float], epoch: int | None) -> None:
+        (finals.append(metrics) if epoch is None else epochs.append((epoch, metrics)))
+
+    metrics = train(config, report=report, teacher_cache=teacher_cache, log=lambda _: None)
+    assert [e for e, _ in epochs] == [1, 2, 3]
+    assert all({"val_accuracy", "train_loss"} <= set(m) for _, m in epochs)
+    assert finals == [metrics]
+    assert _expected_metric_names(config) <= set(metrics)
+    if method == "kd":
+        assert {"teacher_test_accuracy", "teacher_macs", "teacher_energy_uj"} <= set(metrics)
+        assert metrics["teacher_test_accuracy"] > 0.6
+    # It learns: well above chance after three short epochs.
+    assert metrics["test_accuracy"] > 3 * CHANCE
+    assert metrics["test_accuracy"] == metrics[f"timestep/{config.snn.time_steps}"]
+    assert epochs[-1][1]["train_loss"] < epochs[0][1]["train_loss"]
+    for key, value in metrics.items():
+        if "accuracy" in key or key.startswith(("timestep/", "noise/")) or key == "firing_rate":
+            assert 0.0 <= value <= 1.0, key
+    assert metrics["energy_uj"] > 0 and metrics["synops"] > 0
+
+
+def test_same_seed_same_result(make_config, teacher_cache: Path) -> None:
+    config = make_config("direct", **{"train.epochs": 1})
+    first = train(config, teacher_cache=teacher_cache, log=lambda _: None)
+    second = train(config, teacher_cache=teacher_cache, log=lambda _: None)
+    first.pop("train_seconds"), second.pop("train_seconds")
+    assert first == second
+
+
+@pytest.fixture
+def nan_method():
+    @register_method("nan_test")
+    class NaNMethod(StudentMethod):
+        """Direct training whose loss turns NaN on the third batch."""
+
+        calls = 0
+
+        def loss(self, images: Tensor, labels: Tensor) -> Tensor:
+            NaNMethod.calls += 1
+            out = self.student(images, self.ctx.config.snn.time_steps).mean(0)
+            loss = torch.nn.functional.cross_entropy(out, labels)
+            return loss * float("nan") if NaNMethod.calls >= 3 else loss
+
+    yield "nan_test"
+    del METHODS._entries["nan_test"]
+
+
+def test_nan_loss_stops_the_trial(nan_method: str, make_config, teacher_cache: Path) -> None:
+    config = make_config(nan_method)
+    with pytest.raises(TrialFailed, match="loss became NaN or infinite in epoch 1"):
+        train(config, teacher_cache=teacher_cache, log=lambda _: None)
