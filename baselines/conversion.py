@@ -15,6 +15,8 @@ with soft reset and initial membrane at half its threshold, and pooling is avera
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,6 +52,7 @@ def build_ann(config: TrialConfig, in_channels: int, num_classes: int, image_siz
 class ConversionMethod(StudentMethod):
     """Trains the ANN with cross-entropy (the shared loop), converts it lazily for evaluation."""
 
+    sections = frozenset({"student", "conversion", "train"})
     _snn: SpikingNetwork | None = None
 
     @classmethod
@@ -74,6 +77,10 @@ class ConversionMethod(StudentMethod):
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self._snn = None  # the weights change: convert again when next evaluated
         return super().train_one_epoch(epoch)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._snn = None
+        super().load_state_dict(state)
 
     @property
     def eval_time_steps(self) -> int:

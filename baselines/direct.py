@@ -23,6 +23,8 @@ def tet_loss(step_logits: Tensor, labels: Tensor) -> Tensor:
 class DirectMethod(StudentMethod):
     """The spiking student trained on labels alone (KD with alpha = 0, no teacher)."""
 
+    sections = frozenset({"student", "snn", "direct", "train"})
+
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
         steps = self.student(images, self.ctx.config.snn.time_steps)
         if self.ctx.config.direct.tet:

@@ -46,7 +46,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
     train.add_argument("--teacher-cache", type=Path, help="teacher cache folder (default: runs/teacher_cache)")
     train.set_defaults(handler=run_train)
+
+    sweep = commands.add_parser("sweep", help="search every method's space (Optuna on Ray Tune), every trial in MLflow")
+    sweep.add_argument("--space", required=True, type=Path, help="search-space YAML file")
+    _add_set(sweep)
+    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    sweep.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
+    sweep.add_argument("--address", help="join a running Ray cluster: auto or ray://host:10001 (default: local Ray)")
+    sweep.add_argument(
+        "--storage",
+        type=Path,
+        default=Path("runs"),
+        help="Tune experiments and the teacher cache; every node must reach it (default: ./runs)",
+    )
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same space")
+    sweep.set_defaults(handler=run_sweep_command)
+
+    ui = commands.add_parser("ui", help="serve the MLflow UI for a store (127.0.0.1 unless --host says otherwise)")
+    ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=run_ui)
+
+    validate = commands.add_parser("validate", help="check a space file and print the plan; runs nothing")
+    validate.add_argument("space", type=Path, help="search-space YAML file")
+    _add_set(validate)
+    validate.set_defaults(handler=run_validate)
     return parser
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a fixed dotted key, e.g. --set train.epochs=2 (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,8 +127,8 @@ def run_train(args: argparse.Namespace) -> int:
     run.log_params(config.flat())
     run.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
 
-    def report(metrics: dict[str, float], epoch: int | None) -> None:
-        run.log_metrics(metrics, step=epoch or 0)
+    def report(metrics: dict[str, float], epoch: int, method: object) -> None:
+        run.log_metrics(metrics, step=epoch)
 
     try:
         metrics = train(config, report=report, teacher_cache=args.teacher_cache)
@@ -109,6 +146,69 @@ def run_train(args: argparse.Namespace) -> int:
     print(summary_table(metrics))
     print(f"\nMLflow run {run.run_id} in experiment {args.experiment or space.name!r} at {run.tracking_uri}")
     return EXIT_OK
+
+
+def _checked_plan(args: argparse.Namespace):
+    from harness.data import check_dataset
+    from harness.sweep import plan_sweep
+
+    plan = plan_sweep(args.space, [parse_override(text) for text in args.overrides])
+    for method in plan.methods:
+        check_dataset(
+            method.base["dataset.name"], root=method.base["dataset.root"], download=method.base["dataset.download"]
+        )
+    return plan
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """`harness validate FILE`: everything `harness sweep` checks, then the plan; runs nothing."""
+    print(_checked_plan(args).describe())
+    return EXIT_OK
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """`harness sweep`: validate, then search and the final stage on Ray; MLflow from the driver."""
+    from harness.sweep import SweepOptions, run_sweep
+    from harness.tracking import absolute_tracking_uri
+
+    plan = _checked_plan(args)
+    folder = args.storage.resolve() / plan.space.name
+    if not args.resume and any(folder.glob("search-*")):
+        raise HarnessInputError(
+            f"{args.space}: a sweep named {plan.space.name!r} already ran in {folder}; "
+            "pass --resume to continue it, or remove that folder to start again"
+        )
+    options = SweepOptions(
+        tracking_uri=absolute_tracking_uri(args.tracking_uri),
+        experiment=args.experiment or plan.space.name,
+        storage=args.storage,
+        address=args.address,
+        resume=args.resume,
+    )
+    summary = run_sweep(plan, options, log=lambda message: print(message, file=sys.stderr, flush=True))
+    for method, outcome in summary["methods"].items():
+        print(f"{method}: {outcome['trials']} trials; best {outcome['best']}")
+    print(
+        f"\nMLflow: experiment {options.experiment!r} at {options.tracking_uri} (parent run {summary['parent_run_id']})"
+    )
+    print(f"Open it with: harness ui --tracking-uri {options.tracking_uri}")
+    return EXIT_OK
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    """`harness ui`: `mlflow ui` on the same store the other commands write."""
+    import shutil
+    import subprocess
+
+    from harness.tracking import absolute_tracking_uri
+
+    uri = absolute_tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise HarnessInputError(f"--tracking-uri: no MLflow store at {uri}; run harness train or harness sweep first")
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    return subprocess.run(command, check=False).returncode
 
 
 def summary_table(metrics: dict[str, float]) -> str:

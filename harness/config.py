@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from harness.errors import HarnessInputError
 from harness.registry import Registry
@@ -200,16 +200,83 @@ class TrialConfig(_Section):
         return flatten(self.model_dump(mode="json"))
 
 
-class SpaceFile(_Section):
-    """A search-space file (DESIGN §4). `space` and `search` are used by `harness sweep`."""
+class Distribution(_Section):
+    """One searched dimension: exactly one of `categorical`, `int` or `float`."""
 
-    name: Annotated[str, Field(min_length=1)]
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    categorical: tuple[Any, ...] | None = None
+    int_range: tuple[int, int] | None = Field(None, alias="int")
+    float_range: tuple[float, float] | None = Field(None, alias="float")
+    log: bool = False
+    step: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        kinds = [k for k in ("categorical", "int_range", "float_range") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("expected exactly one of categorical: [...], int: [low, high], float: [low, high]")
+        if self.categorical is not None and not self.categorical:
+            raise ValueError("categorical needs at least one choice")
+        bounds = self.int_range or self.float_range
+        if bounds is not None:
+            if not bounds[0] < bounds[1]:
+                raise ValueError(f"expected low < high, got {list(bounds)}")
+            if self.log and bounds[0] <= 0:
+                raise ValueError("log: true needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("log and step cannot be combined")
+        return self
+
+    def values_to_check(self) -> tuple[Any, ...]:
+        """Values that must each form a valid config: every choice, or both bounds."""
+        return self.categorical or self.int_range or self.float_range or ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The YAML form (`{"int": [1, 8], "log": True}`), as the sampler reads it."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True) | (
+            {"log": True} if self.log else {}
+        )
+
+
+class SchedulerConfig(_Section):
+    """Early stopping of the search: ASHA on epochs, or none."""
+
+    name: Literal["asha", "none"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+class SearchConfig(_Section):
+    """How the sweep searches: per-method budget, concurrency, objective, sampler, final stage."""
+
+    num_samples: PositiveInt = 8
+    max_concurrent: PositiveInt = 2
+    metric: Literal["val_accuracy", "train_loss"] = "val_accuracy"  # reported every epoch, for ASHA
+    mode: Literal["max", "min"] = "max"
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: Annotated[int, Field(ge=0)] = 0
+    scheduler: SchedulerConfig = SchedulerConfig()
+    final_repeats: Annotated[int, Field(ge=0)] = 3
+
+
+class ResourcesConfig(_Section):
+    """Per-trial resources; fractional GPUs share a device (a scheduling promise only)."""
+
+    cpu: PositiveFloat = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+
+
+class SpaceFile(_Section):
+    """A search-space file (DESIGN §4)."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
     methods: tuple[str, ...] = ("kd",)
     fixed: dict[str, Any] = Field(default_factory=dict)
-    space: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    search: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    search: SearchConfig = SearchConfig()
     eval: dict[str, Any] = Field(default_factory=dict)
-    resources: dict[str, float] = Field(default_factory=dict)
+    resources: ResourcesConfig = ResourcesConfig()
 
     @field_validator("methods")
     @classmethod
@@ -334,8 +401,16 @@ def load_space(path: str | Path) -> SpaceFile:
         space = SpaceFile.model_validate(raw)
     except ValidationError as exc:
         raise HarnessInputError(_one_line(str(path), exc, SpaceFile)) from None
-    # The fixed values and eval block must form a valid trial on their own.
+    # The fixed values and eval block must form a valid trial on their own, and so must every
+    # value a searched dimension can take.
     resolve_trial_config(space, method=space.methods[0], source=str(path))
+    for key, dist in space.space.items():
+        for value in dist.values_to_check():
+            try:
+                resolve_trial_config(space, method=space.methods[0], overrides=[(key, value)], source=str(path))
+            except HarnessInputError as exc:
+                detail = str(exc).split(": ", 2)[-1]
+                raise HarnessInputError(f"{path}: space.{key}: value {value!r} is invalid: {detail}") from None
     return space
 
 

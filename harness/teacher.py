@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness.config import TrialConfig
 from harness.efficiency import count_ops
 from harness.methods.base import TrialContext
 from harness.models import SpikingNetwork, count_parameters, create_model, relu
@@ -40,7 +41,12 @@ class TeacherRecord:
 
 def teacher_key(ctx: TrialContext) -> str:
     """The content address of the teacher this trial needs."""
-    cfg = ctx.config.model_dump(mode="json")
+    return teacher_key_of(ctx.config)
+
+
+def teacher_key_of(config: TrialConfig) -> str:
+    """The content address of the teacher a config needs."""
+    cfg = config.model_dump(mode="json")
     identity: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "dataset": {k: cfg["dataset"][k] for k in ("name", "val_fraction", "split_seed")},

@@ -62,11 +62,38 @@ def param_value(value: Any) -> str:
 class TrackedRun:
     """One MLflow run, opened on construction and closed by `finish`."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str], run_id: str | None = None
+    ) -> None:
         self.tracking_uri = absolute_tracking_uri(tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
         experiment_id = ensure_experiment(self.client, experiment, self.tracking_uri)
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+        if run_id is None:
+            run_id = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+        self.run_id = run_id
+
+    @classmethod
+    def find_or_create(cls, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackedRun:
+        """The run tagged `harness.trial_id = tags["harness.trial_id"]`, reopened if it exists.
+
+        This keeps exactly one run per trial across retries and resumed sweeps.
+        """
+        uri = absolute_tracking_uri(tracking_uri)
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, experiment, uri)
+        trial_id = tags["harness.trial_id"].replace("'", "")
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.`harness.trial_id` = '{trial_id}'", max_results=1
+        )
+        if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return cls(uri, experiment, run_name, tags, run_id=found[0].info.run_id)
+        return cls(uri, experiment, run_name, tags)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Params already logged (MLflow refuses to change a logged param)."""
+        return dict(self.client.get_run(self.run_id).data.params)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Logs every param (values turned into strings)."""

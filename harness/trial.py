@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,14 +23,15 @@ from harness.models import count_parameters
 from harness.noise import apply_noise
 from harness.training import accuracy, cumulative_accuracy, predict_steps
 
-Report = Callable[[dict[str, float], int | None], None]
-"""Receives per-epoch metrics with the epoch number, then the final metrics with None."""
+Report = Callable[[dict[str, float], int, Method], None]
+"""Receives each epoch's metrics, the epoch number and the method (for checkpoints); the
+last epoch's metrics also carry the final evaluation."""
 
 DEFAULT_TEACHER_CACHE = Path("runs") / "teacher_cache"
 
 
-def _ignore(metrics: dict[str, float], epoch: int | None) -> None:
-    del metrics, epoch
+def _ignore(metrics: dict[str, float], epoch: int, method: Method) -> None:
+    del metrics, epoch, method
 
 
 def _stderr(message: str) -> None:
@@ -54,15 +56,19 @@ def train(
     report: Report = _ignore,
     teacher_cache: Path | None = None,
     log: Callable[[str], None] = _stderr,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Runs one trial end to end: setup, `train.epochs` epochs, final evaluation.
 
     Args:
         config: The resolved trial config.
-        report: Called after every epoch with `val_accuracy`, `train_loss` (step = epoch),
-            then once with the final metrics (step None).
-        teacher_cache: Folder of the teacher cache (default `runs/teacher_cache`).
+        report: Called after every epoch with `train_loss` and `val_accuracy`; the last
+            epoch's call also carries the final metrics (a scheduler may stop the trial at
+            any report, so the final evaluation cannot wait for a later one).
+        teacher_cache: Folder of the teacher cache (default `$HARNESS_TEACHER_CACHE` or
+            `runs/teacher_cache`).
         log: Progress messages.
+        state: A method `state_dict()` plus `epoch`, to resume after that epoch.
 
     Returns:
         The final metrics (DESIGN §4 names), accuracies as fractions.
@@ -86,22 +92,28 @@ def train(
     cache = Path(teacher_cache or os.environ.get("HARNESS_TEACHER_CACHE", DEFAULT_TEACHER_CACHE))
     ctx = TrialContext(config=config, data=data, device=device, teacher_cache=cache, log=log)
     method = create_method(config.method, ctx)
+    first_epoch = 1
+    if state is not None:
+        method.load_state_dict(state)
+        first_epoch = int(state["epoch"]) + 1
+        log(f"{config.method}: resumed after epoch {first_epoch - 1}")
 
-    started = time.perf_counter()
-    for epoch in range(1, config.train.epochs + 1):
-        epoch_started = time.perf_counter()
+    train_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+    metrics: dict[str, float] = {}
+    for epoch in range(first_epoch, config.train.epochs + 1):
+        started = time.perf_counter()
         metrics = method.train_one_epoch(epoch)
+        train_seconds += time.perf_counter() - started
         metrics["val_accuracy"] = validate(method, data, config)
-        report(metrics, epoch)
+        metrics["train_seconds"] = train_seconds
         log(
             f"{config.method} epoch {epoch}/{config.train.epochs}  loss {metrics['train_loss']:.4f}  "
-            f"val_accuracy {metrics['val_accuracy']:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
+            f"val_accuracy {metrics['val_accuracy']:.4f}  ({time.perf_counter() - started:.1f}s)"
         )
-    train_seconds = time.perf_counter() - started
-
-    final = {**final_evaluation(method, data, config), **method.extra_metrics(), "train_seconds": train_seconds}
-    report(final, None)
-    return final
+        if epoch == config.train.epochs:
+            metrics |= final_evaluation(method, data, config) | method.extra_metrics()
+        report(metrics, epoch, method)
+    return metrics
 
 
 def eval_batch(config: TrialConfig, time_steps: int) -> int:

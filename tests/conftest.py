@@ -66,3 +66,13 @@ def tiny_space(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_2_cpus():
+    """One local Ray instance (2 CPUs) for the whole test session."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -27,15 +28,15 @@ def _expected_metric_names(config) -> set[str]:
 def test_trial_learns_and_reports_every_metric(method: str, make_config, teacher_cache: Path) -> None:
     config = make_config(method, **{"train.epochs": 3})
     epochs: list[tuple[int, dict[str, float]]] = []
-    finals: list[dict[str, float]] = []
 
-    def report(metrics: dict[str, float], epoch: int | None) -> None:
-        (finals.append(metrics) if epoch is None else epochs.append((epoch, metrics)))
+    def report(metrics: dict[str, float], epoch: int, method) -> None:
+        epochs.append((epoch, dict(metrics)))
 
     metrics = train(config, report=report, teacher_cache=teacher_cache, log=lambda _: None)
     assert [e for e, _ in epochs] == [1, 2, 3]
-    assert all({"val_accuracy", "train_loss"} <= set(m) for _, m in epochs)
-    assert finals == [metrics]
+    assert all({"val_accuracy", "train_loss", "train_seconds"} <= set(m) for _, m in epochs)
+    assert "test_accuracy" not in epochs[0][1]
+    assert epochs[-1][1] == metrics  # the last epoch's report carries the final evaluation
     assert _expected_metric_names(config) <= set(metrics)
     if method == "kd":
         assert {"teacher_test_accuracy", "teacher_macs", "teacher_energy_uj"} <= set(metrics)
@@ -48,6 +49,22 @@ def test_trial_learns_and_reports_every_metric(method: str, make_config, teacher
         if "accuracy" in key or key.startswith(("timestep/", "noise/")) or key == "firing_rate":
             assert 0.0 <= value <= 1.0, key
     assert metrics["energy_uj"] > 0 and metrics["synops"] > 0
+
+
+def test_resume_from_a_checkpoint_gives_the_same_result(make_config, teacher_cache: Path) -> None:
+    """Stop after epoch 1, restart from its state: the same weights and metrics as one run."""
+    config = make_config("kd", **{"train.epochs": 2})
+    saved: dict = {}
+
+    def checkpoint(metrics: dict[str, float], epoch: int, method) -> None:
+        if epoch == 1:
+            saved.update(copy.deepcopy(method.state_dict()), epoch=1, train_seconds=metrics["train_seconds"])
+
+    whole = train(config, report=checkpoint, teacher_cache=teacher_cache, log=lambda _: None)
+    resumed = train(config, teacher_cache=teacher_cache, log=lambda _: None, state=saved)
+    for result in (whole, resumed):
+        result.pop("train_seconds")
+    assert resumed == whole
 
 
 def test_same_seed_same_result(make_config, teacher_cache: Path) -> None:

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,12 +42,14 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
+    sections: ClassVar[frozenset[str]] = frozenset({"student", "train"})
+    """Config sections the method reads; a sweep samples only the dims inside them."""
 
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
 
-    @classmethod
-    def preflight(cls, config: TrialConfig) -> None:  # noqa: B027 (an optional hook)
+    @classmethod  # noqa: B027 (an optional hook, a no-op for most methods)
+    def preflight(cls, config: TrialConfig) -> None:
         """Checks a config before anything runs or is recorded (no data, no training).
 
         Raises:
@@ -70,3 +72,11 @@ class Method(ABC):
     def extra_metrics(self) -> dict[str, float]:
         """Method-specific final metrics (e.g. `teacher_test_accuracy`)."""
         return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training after a restart (weights, optimiser, RNG)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned."""

@@ -55,6 +55,8 @@ class FeatureAdapter(nn.Module):
 class KDMethod(StudentMethod):
     """Trains the spiking student against the cached ANN teacher of this (dataset, teacher, seed)."""
 
+    sections = frozenset({"student", "snn", "kd", "teacher", "train"})
+
     def __init__(self, ctx: TrialContext) -> None:
         self.teacher_record = load_or_train_teacher(ctx)
         self.teacher = self.teacher_record.model.eval().requires_grad_(False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -83,3 +84,19 @@ class StudentMethod(Method):
 
     def network(self) -> SpikingNetwork:
         return self.student
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "modules": [module.state_dict() for module in self.trainable],
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "config": self.ctx.config.model_dump(mode="json"),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for module, saved in zip(self.trainable, state["modules"], strict=True):
+            module.load_state_dict(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])

@@ -22,10 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 def test_conversion_trial_reports_the_curve_and_its_ann(variant: str, make_config, teacher_cache: Path) -> None:
     config = make_config(
         "conversion",
-        **{"conversion.variant": variant, "train.epochs": 3, "eval.time_steps": [1, 2, 4, 8, 16], "eval.reference_time_steps": 8},
+        **{
+            "conversion.variant": variant,
+            "train.epochs": 3,
+            "eval.time_steps": [1, 2, 4, 8, 16],
+            "eval.reference_time_steps": 8,
+        },
     )
     metrics = train(config, teacher_cache=teacher_cache, log=lambda _: None)
-    assert {"ann_test_accuracy", "test_accuracy", "timestep/1", "timestep/16", "energy_uj", "firing_rate"} <= set(metrics)
+    assert {"ann_test_accuracy", "test_accuracy", "timestep/1", "timestep/16", "energy_uj", "firing_rate"} <= set(
+        metrics
+    )
     assert "teacher_test_accuracy" not in metrics  # no teacher for conversion
     assert metrics["test_accuracy"] == metrics["timestep/8"]  # measured at eval.reference_time_steps
     assert metrics["ann_test_accuracy"] > 0.5  # the ANN learned
@@ -45,8 +52,17 @@ def test_unconvertible_architecture_exits_2_before_training(
     maxpool_family: str, tiny_space: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--space", str(tiny_space), "--method", "conversion", "--set", f"student.arch={maxpool_family}",
-            "--set", "student.depth=5"]
+    argv = [
+        "train",
+        "--space",
+        str(tiny_space),
+        "--method",
+        "conversion",
+        "--set",
+        f"student.arch={maxpool_family}",
+        "--set",
+        "student.depth=5",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "MaxPool2d" in err and "body.block1" in err and err.count("\n") == 1
@@ -55,10 +71,16 @@ def test_unconvertible_architecture_exits_2_before_training(
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("conversion.levels=0", "--set conversion.levels"), ("conversion.percentile=150", "--set conversion.percentile"),
-     ("conversion.percentile=0", "--set conversion.percentile"), ("conversion.variant=exact", "--set conversion.variant")],
+    [
+        ("conversion.levels=0", "--set conversion.levels"),
+        ("conversion.percentile=150", "--set conversion.percentile"),
+        ("conversion.percentile=0", "--set conversion.percentile"),
+        ("conversion.variant=exact", "--set conversion.variant"),
+    ],
 )
-def test_bad_conversion_keys_exit_2(tiny_space: Path, tmp_path: Path, monkeypatch, capsys, override: str, expected: str) -> None:
+def test_bad_conversion_keys_exit_2(
+    tiny_space: Path, tmp_path: Path, monkeypatch, capsys, override: str, expected: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--space", str(tiny_space), "--method", "conversion", "--set", override]) == 2
     assert expected in capsys.readouterr().err
@@ -79,9 +101,26 @@ def test_unsupported_activation_is_named(tmp_path: Path) -> None:
 def test_default_space_conversion_on_digits_matches_its_ann(tmp_path: Path) -> None:
     """The issue's acceptance command: at the largest T the SNN is within 2 points of its ANN."""
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "train", "--space", str(REPO / "search_spaces" / "kd.yaml"),
-         "--method", "conversion", "--set", "dataset.name=digits", "--set", "train.epochs=5"],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ}, check=False, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            "--space",
+            str(REPO / "search_spaces" / "kd.yaml"),
+            "--method",
+            "conversion",
+            "--set",
+            "dataset.name=digits",
+            "--set",
+            "train.epochs=5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ},
+        check=False,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     from mlflow.tracking import MlflowClient

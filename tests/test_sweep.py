@@ -1,0 +1,145 @@
+"""`harness sweep` on real Ray and a real SQLite MLflow store, with the smoke space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.sweep import SweepOptions, final_time_steps, plan_sweep, run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+
+
+def test_validate_prints_the_plan(capsys) -> None:
+    assert main(["validate", str(SMOKE)]) == 0
+    out = capsys.readouterr().out
+    assert "kd: 3 trials, searching student.width, snn.time_steps, kd.alpha" in out
+    assert "conversion: 3 trials, searching student.width, conversion.levels" in out
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"space": {"kd.alpha": {"normal": [0, 1]}}}, "space.kd.alpha.normal: unknown key"),
+        ({"space": {"kd.alpha": {"float": [0.9, 0.1]}}}, "space.kd.alpha: expected low < high"),
+        ({"space": {"kd.alpha": {"float": [0.5, 1.5]}}}, "space.kd.alpha: value 1.5 is invalid"),
+        ({"space": {"kd.alpah": {"float": [0.1, 0.5]}}}, "space.kd.alpah: value 0.1 is invalid"),
+        ({"search": {"num_samples": 0}}, "search.num_samples"),
+        ({"search": {"metric": "test_accuracy"}}, "search.metric"),
+        ({"resources": {"cpu": 0}}, "resources.cpu"),
+        ({"eval": {"noise": {"gaussian": [-1]}}}, "eval.noise"),
+    ],
+)
+def test_validate_rejects_bad_spaces(tmp_path: Path, capsys, edit: dict, expected: str) -> None:
+    space = yaml.safe_load(SMOKE.read_text())
+    for section, value in edit.items():
+        space[section] = {**space.get(section, {}), **value} if section != "space" else value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(space))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and str(path) in err and err.count("\n") == 1
+
+
+def test_each_method_samples_only_its_dims() -> None:
+    plan = plan_sweep(SMOKE)
+    dims = {p.method: set(p.dims) for p in plan.methods}
+    assert dims == {
+        "kd": {"student.width", "snn.time_steps", "kd.alpha"},
+        "direct": {"student.width", "snn.time_steps"},
+        "conversion": {"student.width", "conversion.levels"},
+    }
+    by_method = {p.method: p for p in plan.methods}
+    assert final_time_steps(by_method["kd"], plan.space) == (1, 2)
+    assert final_time_steps(by_method["conversion"], plan.space) == (2,)
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(ray_2_cpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    options = SweepOptions(
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="smoke", storage=folder / "runs"
+    )
+    plan = plan_sweep(SMOKE)
+    summary = run_sweep(plan, options, log=lambda _: None)
+    return plan, options, summary
+
+
+def _runs(options: SweepOptions):
+    client = MlflowClient(options.tracking_uri)
+    experiment = client.get_experiment_by_name(options.experiment)
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
+    plan, options, summary = smoke_sweep
+    client, runs = _runs(options)
+    roles = [r.data.tags["harness.role"] for r in runs]
+    assert roles.count("sweep") == 1
+    parent = next(r for r in runs if r.data.tags["harness.role"] == "sweep")
+    trial_ids = [r.data.tags["harness.trial_id"] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids))  # exactly one run per trial
+    for method in ("kd", "direct", "conversion"):
+        trials = [
+            r for r in runs if r.data.tags.get("harness.method") == method and r.data.tags["harness.role"] == "trial"
+        ]
+        finals = [
+            r for r in runs if r.data.tags.get("harness.method") == method and r.data.tags["harness.role"] == "final"
+        ]
+        assert len(trials) == plan.space.search.num_samples
+        by_method = {p.method: p for p in plan.methods}
+        assert len(finals) == len(final_time_steps(by_method[method], plan.space)) * plan.space.search.final_repeats
+        for run in trials + finals:
+            assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            assert run.info.status == "FINISHED"
+            assert run.data.params["method"] == method
+            history = client.get_metric_history(run.info.run_id, "val_accuracy")
+            assert history and history[0].step == 1
+        for run in finals:
+            assert {"test_accuracy", "timestep/2", "noise/gaussian/0.1"} <= set(run.data.metrics)
+        complete = [r for r in trials if "test_accuracy" in r.data.metrics]
+        pruned = [r for r in trials if r.data.tags.get("harness.pruned") == "true"]
+        assert len(complete) + len(pruned) == len(trials)
+    assert summary["teachers_trained"] == 2  # the search seed and the one final seed
+
+
+@pytest.mark.slow
+def test_resume_runs_nothing_twice(smoke_sweep) -> None:
+    plan, options, _ = smoke_sweep
+    _, before = _runs(options)
+    run_sweep(plan, SweepOptions(**{**options.__dict__, "resume": True}), log=lambda _: None)
+    _, after = _runs(options)
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
+    ends = {r.info.run_id: r.info.end_time for r in before if r.data.tags["harness.role"] != "sweep"}
+    assert all(r.info.end_time == ends[r.info.run_id] for r in after if r.info.run_id in ends)
+
+
+@pytest.mark.slow
+def test_a_nan_trial_fails_with_its_reason_and_the_others_finish(ray_2_cpus, tmp_path: Path) -> None:
+    space = yaml.safe_load(SMOKE.read_text())
+    space["methods"] = ["direct"]
+    space["fixed"].update({"train.optimizer": "sgd", "train.epochs": 1})
+    # Random sampling with this seed draws both learning rates; 1e12 overflows to NaN.
+    space["space"] = {"train.lr": {"categorical": [0.05, 1.0e12]}}
+    space["search"].update({"sampler": "random", "num_samples": 4, "final_repeats": 0})
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(space))
+    options = SweepOptions(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="nan", storage=tmp_path / "runs"
+    )
+    run_sweep(plan_sweep(path), options, log=lambda _: None)
+    _, runs = _runs(options)
+    trials = [r for r in runs if r.data.tags["harness.role"] == "trial"]
+    failed = [r for r in trials if r.info.status == "FAILED"]
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    assert len(trials) == 4 and failed and finished
+    assert all(r.data.params["train.lr"] == "1000000000000.0" for r in failed)
+    assert all("loss became NaN" in r.data.tags["harness.failure_reason"] for r in failed)
+    assert all("test_accuracy" in r.data.metrics for r in finished)
