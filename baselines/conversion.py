@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from baselines.conversion_core import activation_thresholds, check_convertible, convert, qcfs_factory
 from harness.config import TrialConfig
 from harness.methods import register_method
+from harness.methods.base import network_for
 from harness.methods.student import StudentMethod
 from harness.models import ActivationFactory, SpikingNetwork, create_model, relu
 from harness.training import accuracy
@@ -32,20 +32,6 @@ from harness.training import accuracy
 def _activation(config: TrialConfig) -> ActivationFactory:
     conversion = config.conversion
     return qcfs_factory(conversion.levels, conversion.threshold_init) if conversion.variant == "qcfs" else relu
-
-
-def build_ann(config: TrialConfig, in_channels: int, num_classes: int, image_size: int) -> SpikingNetwork:
-    """The ANN to convert: `student.*` with QCFS or ReLU activations and average pooling."""
-    return create_model(
-        config.student.arch,
-        depth=config.student.depth,
-        width=config.student.width,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        activation=_activation(config),
-        pool="avg",
-    )
 
 
 @register_method("conversion")
@@ -58,14 +44,23 @@ class ConversionMethod(StudentMethod):
     @classmethod
     def preflight(cls, config: TrialConfig) -> None:
         # Convertibility does not depend on the input shape: check a nominal one.
-        check_convertible(build_ann(config, in_channels=3, num_classes=10, image_size=32))
+        student = config.student
+        nominal = dict(in_channels=3, num_classes=10, image_size=32)
+        ann = create_model(
+            student.arch,
+            depth=student.depth,
+            width=student.width,
+            activation=_activation(config),
+            pool="avg",
+            **nominal,
+        )
+        check_convertible(ann)
 
     def build_network(self) -> SpikingNetwork:
-        torch.manual_seed(self.ctx.config.seed)
-        data = self.ctx.data
-        ann = build_ann(self.ctx.config, data.in_channels, data.num_classes, data.image_size)
+        """The ANN to convert: `student.*` with QCFS or ReLU activations and average pooling."""
+        ann = network_for(self.ctx, self.ctx.config.student, _activation(self.ctx.config), pool="avg")
         check_convertible(ann)
-        return ann.to(self.ctx.device)
+        return ann
 
     @property
     def ann(self) -> SpikingNetwork:

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from harness.config import TrialConfig
 from harness.efficiency import count_ops
-from harness.methods.base import TrialContext
-from harness.models import SpikingNetwork, count_parameters, create_model, relu
+from harness.methods.base import TrialContext, network_for
+from harness.models import SpikingNetwork, count_parameters, relu
 from harness.training import accuracy, make_optimizer, make_schedule, shift_for, train_one_epoch
 
 CACHE_FORMAT = 1
@@ -60,17 +60,7 @@ def teacher_key_of(config: TrialConfig) -> str:
 
 def build_teacher(ctx: TrialContext) -> SpikingNetwork:
     """An untrained ReLU network of `teacher.*`, initialised from the trial's seed."""
-    cfg, data = ctx.config, ctx.data
-    torch.manual_seed(cfg.seed)
-    return create_model(
-        cfg.teacher.arch,
-        depth=cfg.teacher.depth,
-        width=cfg.teacher.width,
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        activation=relu,
-    ).to(ctx.device)
+    return network_for(ctx, ctx.config.teacher, relu)
 
 
 def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:

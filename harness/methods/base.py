@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.config import TrialConfig
+from harness.config import ModelConfig, TrialConfig
 from harness.data import DataSplits
-from harness.models import SpikingNetwork
+from harness.models import ActivationFactory, SpikingNetwork, create_model
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,28 @@ class TrialContext:
     device: torch.device
     teacher_cache: Path
     log: Callable[[str], None]
+
+
+def network_for(
+    ctx: TrialContext, spec: ModelConfig, activation: ActivationFactory, pool: str = "max"
+) -> SpikingNetwork:
+    """A network of `spec` (`teacher.*` or `student.*`) sized for the trial's data, on its device.
+
+    Initialised from the trial's seed right here, so its weights do not depend on what ran
+    before (a teacher trained or loaded, another network built).
+    """
+    torch.manual_seed(ctx.config.seed)
+    data = ctx.data
+    return create_model(
+        spec.arch,
+        depth=spec.depth,
+        width=spec.width,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+        activation=activation,
+        pool=pool,
+    ).to(ctx.device)
 
 
 class Method(ABC):

@@ -8,32 +8,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.methods.base import Method, TrialContext
-from harness.models import SpikingNetwork, create_model, make_lif
+from harness.methods.base import Method, TrialContext, network_for
+from harness.models import SpikingNetwork, make_lif
 from harness.training import make_optimizer, make_schedule, shift_for, train_one_epoch
 
 
 def build_student(ctx: TrialContext) -> SpikingNetwork:
     """The spiking student of `student.*` with LIF neurons from `snn.*`."""
-    cfg, data = ctx.config, ctx.data
-    torch.manual_seed(cfg.seed)  # the same init whether or not a teacher was trained first
+    snn = ctx.config.snn
     lif = make_lif(
-        tau=cfg.snn.tau,
-        v_threshold=cfg.snn.v_threshold,
-        reset=cfg.snn.reset,
-        surrogate_name=cfg.snn.surrogate,
-        surrogate_alpha=cfg.snn.surrogate_alpha,
-        detach_reset=cfg.snn.detach_reset,
+        tau=snn.tau,
+        v_threshold=snn.v_threshold,
+        reset=snn.reset,
+        surrogate_name=snn.surrogate,
+        surrogate_alpha=snn.surrogate_alpha,
+        detach_reset=snn.detach_reset,
     )
-    return create_model(
-        cfg.student.arch,
-        depth=cfg.student.depth,
-        width=cfg.student.width,
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        activation=lif,
-    ).to(ctx.device)
+    return network_for(ctx, ctx.config.student, lif)
 
 
 class StudentMethod(Method):
