@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,18 @@ def tiny_space(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
+
+
+def _run_harness(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "harness.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, check=False, timeout=timeout)
+
+
+@pytest.fixture
+def run_harness() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_harness("train", ..., cwd=path)`: the real command line in a subprocess, as a user runs it."""
+    return _run_harness
 
 
 @pytest.fixture(scope="session")

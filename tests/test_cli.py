@@ -159,30 +159,20 @@ def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_space_on_digits_end_to_end(tmp_path: Path) -> None:
+def test_default_space_on_digits_end_to_end(tmp_path: Path, run_harness) -> None:
     """The issue's acceptance command: kd.yaml's teacher and student, digits, 3 epochs."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "train",
-            "--space",
-            str(REPO / "search_spaces" / "kd.yaml"),
-            "--method",
-            "kd",
-            "--set",
-            "dataset.name=digits",
-            "--set",
-            "train.epochs=3",
-        ],
-        capture_output=True,
-        text=True,
+    space = str(REPO / "search_spaces" / "kd.yaml")
+    result = run_harness(
+        "train",
+        "--space",
+        space,
+        "--method",
+        "kd",
+        "--set",
+        "dataset.name=digits",
+        "--set",
+        "train.epochs=3",
         cwd=tmp_path,
-        env=env,
-        check=False,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "kd epoch 3/3" in result.stderr  # progress was shown

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -98,29 +95,20 @@ def test_unsupported_activation_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_space_conversion_on_digits_matches_its_ann(tmp_path: Path) -> None:
+def test_default_space_conversion_on_digits_matches_its_ann(tmp_path: Path, run_harness) -> None:
     """The issue's acceptance command: at the largest T the SNN is within 2 points of its ANN."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "train",
-            "--space",
-            str(REPO / "search_spaces" / "kd.yaml"),
-            "--method",
-            "conversion",
-            "--set",
-            "dataset.name=digits",
-            "--set",
-            "train.epochs=5",
-        ],
-        capture_output=True,
-        text=True,
+    space = str(REPO / "search_spaces" / "kd.yaml")
+    result = run_harness(
+        "train",
+        "--space",
+        space,
+        "--method",
+        "conversion",
+        "--set",
+        "dataset.name=digits",
+        "--set",
+        "train.epochs=5",
         cwd=tmp_path,
-        env={**os.environ},
-        check=False,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     from mlflow.tracking import MlflowClient
