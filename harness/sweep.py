@@ -283,23 +283,14 @@ def teacher_stage(plan: SweepPlan, teacher_cache: Path, resources: ResourcesConf
 
 
 def _train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:
-    from harness.data import load_dataset
     from harness.methods import TrialContext
     from harness.teacher import load_or_train_teacher
-    from harness.trial import resolve_device
+    from harness.trial import load_trial_data, resolve_device
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     trial = TrialConfig.model_validate(config)
     device = resolve_device(trial.train.device)
-    ds = trial.dataset
-    data = load_dataset(
-        ds.name,
-        root=ds.root,
-        download=ds.download,
-        val_fraction=ds.val_fraction,
-        split_seed=ds.split_seed,
-        device=device,
-    )
+    data = load_trial_data(trial, device)
     record = load_or_train_teacher(TrialContext(trial, data, device, Path(teacher_cache), lambda _: None))
     return record.key
 

@@ -45,6 +45,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def load_trial_data(config: TrialConfig, device: torch.device) -> DataSplits:
+    """The splits of `dataset.*`, as tensors on `device`."""
+    ds = config.dataset
+    return load_dataset(
+        ds.name,
+        root=ds.root,
+        download=ds.download,
+        val_fraction=ds.val_fraction,
+        split_seed=ds.split_seed,
+        device=device,
+    )
+
+
 def seed_everything(seed: int) -> None:
     """Seeds torch (CPU and CUDA); data order and augmentation use their own generators."""
     torch.manual_seed(seed)
@@ -81,14 +94,7 @@ def train(
         torch.set_num_threads(config.train.threads)
     seed_everything(config.seed)
     device = resolve_device(config.train.device)
-    data = load_dataset(
-        config.dataset.name,
-        root=config.dataset.root,
-        download=config.dataset.download,
-        val_fraction=config.dataset.val_fraction,
-        split_seed=config.dataset.split_seed,
-        device=device,
-    )
+    data = load_trial_data(config, device)
     cache = Path(teacher_cache or os.environ.get("HARNESS_TEACHER_CACHE", DEFAULT_TEACHER_CACHE))
     ctx = TrialContext(config=config, data=data, device=device, teacher_cache=cache, log=log)
     method = create_method(config.method, ctx)
