@@ -67,7 +67,7 @@ class SweepPlan:
         for plan in self.methods:
             dims = ", ".join(plan.dims) or "none"
             lines.append(f"  {plan.method}: {search.num_samples} trials, searching {dims}")
-        finals = sum(len(final_time_steps(plan, self.space)) * search.final_repeats for plan in self.methods)
+        finals = sum(final_run_count(plan, self.space) for plan in self.methods)
         total = search.num_samples * len(self.methods) + finals
         lines.append(
             f"  final stage: {search.final_repeats} seeds per method and T ({finals} runs); {total} trials in all"
@@ -425,6 +425,66 @@ def _tuner(folder: Path, resume: bool, trainable: Any, build: Callable[[], Any])
     return build()
 
 
+def final_run_count(plan: MethodPlan, space: SpaceFile) -> int:
+    """How many final runs a method gets: seeds x the T values it trains at."""
+    return space.search.final_repeats * len(final_time_steps(plan, space))
+
+
+def _stop_if_interrupted(folder: Path, expected: int) -> None:
+    """Raises KeyboardInterrupt when the stage in `folder` has unfinished trials.
+
+    Tune returns normally after Ctrl-C and marks the stopped trials terminated in memory;
+    the experiment state it saved first still shows them unfinished, and --resume reads it.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    statuses = [trial.status for trial in ExperimentAnalysis(str(folder)).trials]
+    if sum(status in ("TERMINATED", "ERROR") for status in statuses) < expected:
+        raise KeyboardInterrupt(f"interrupted with trials unfinished in {folder}; continue with --resume")
+
+
+def _sweep_method(
+    method_plan: MethodPlan,
+    plan: SweepPlan,
+    options: SweepOptions,
+    parent_run_id: str,
+    folder: Path,
+    teacher_cache: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The search, then the final stage, of one method; returns its outcome."""
+    trainable = _trainable(method_plan, plan.space, teacher_cache)
+    search_cb = MlflowTrialCallback(
+        options.tracking_uri, options.experiment, parent_run_id, plan.space.name, "trial", method_plan
+    )
+    search_dir = folder / f"search-{method_plan.method}"
+    results = _tuner(
+        search_dir,
+        options.resume,
+        trainable,
+        partial(_search_tuner, method_plan, plan.space, search_dir, trainable, search_cb),
+    ).fit()
+    expected = plan.space.search.num_samples if method_plan.dims else 1
+    _stop_if_interrupted(search_dir, expected)
+    best = best_config(results, plan.space.search.metric, plan.space.search.mode)
+    log(f"{method_plan.method}: {len(results)} trials searched; best {best}")
+    outcome = {"trials": len(results), "best": best}
+    if best is None or plan.space.search.final_repeats == 0:
+        return outcome
+    final_cb = MlflowTrialCallback(
+        options.tracking_uri, options.experiment, parent_run_id, plan.space.name, "final", method_plan
+    )
+    final_dir = folder / f"final-{method_plan.method}"
+    _tuner(
+        final_dir,
+        options.resume,
+        trainable,
+        partial(_final_tuner, method_plan, plan.space, best, final_dir, trainable, final_cb),
+    ).fit()
+    _stop_if_interrupted(final_dir, final_run_count(method_plan, plan.space))
+    return outcome
+
+
 def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]) -> dict[str, Any]:
     """Runs the search and the final stage of every method; returns a summary."""
     import ray
@@ -449,33 +509,14 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     trained = teacher_stage(plan, teacher_cache, plan.space.resources)
     log(f"teacher stage: {trained} teacher(s) trained")
     summary: dict[str, Any] = {"parent_run_id": parent.run_id, "teachers_trained": trained, "methods": {}}
-    for method_plan in plan.methods:
-        trainable = _trainable(method_plan, plan.space, teacher_cache)
-        search_cb = MlflowTrialCallback(
-            options.tracking_uri, options.experiment, parent.run_id, sweep_id, "trial", method_plan
-        )
-        search_dir = folder / f"search-{method_plan.method}"
-        results = _tuner(
-            search_dir,
-            options.resume,
-            trainable,
-            partial(_search_tuner, method_plan, plan.space, search_dir, trainable, search_cb),
-        ).fit()
-        best = best_config(results, plan.space.search.metric, plan.space.search.mode)
-        log(f"{method_plan.method}: {len(results)} trials searched; best {best}")
-        summary["methods"][method_plan.method] = {"trials": len(results), "best": best}
-        if best is None or plan.space.search.final_repeats == 0:
-            continue
-        final_cb = MlflowTrialCallback(
-            options.tracking_uri, options.experiment, parent.run_id, sweep_id, "final", method_plan
-        )
-        final_dir = folder / f"final-{method_plan.method}"
-        _tuner(
-            final_dir,
-            options.resume,
-            trainable,
-            partial(_final_tuner, method_plan, plan.space, best, final_dir, trainable, final_cb),
-        ).fit()
+    try:
+        for method_plan in plan.methods:
+            summary["methods"][method_plan.method] = _sweep_method(
+                method_plan, plan, options, parent.run_id, folder, teacher_cache, log
+            )
+    except KeyboardInterrupt:
+        parent.finish("KILLED", "interrupted; continue with harness sweep --resume")
+        raise
     parent.log_metrics({"sweep_seconds": time.time() - started})
     parent.finish("FINISHED")
     return summary

@@ -143,3 +143,64 @@ def test_a_nan_trial_fails_with_its_reason_and_the_others_finish(ray_2_cpus, tmp
     assert all(r.data.params["train.lr"] == "1000000000000.0" for r in failed)
     assert all("loss became NaN" in r.data.tags["harness.failure_reason"] for r in failed)
     assert all("test_accuracy" in r.data.metrics for r in finished)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harness) -> None:
+    """Ctrl-C after the first finished trial, then --resume: every trial ends once, none reruns."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = yaml.safe_load(SMOKE.read_text())
+    space["methods"] = ["direct"]
+    space["search"].update({"num_samples": 4, "final_repeats": 1})
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(space))
+    options = SweepOptions(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment=space["name"], storage=tmp_path
+    )
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "sweep", "--space", str(path)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def finished_trials() -> list:
+        try:
+            _, runs = _runs(options)
+        except Exception:  # the store or experiment does not exist yet
+            return []
+        return [r for r in runs if r.data.tags.get("harness.role") == "trial" and r.info.status == "FINISHED"]
+
+    deadline = time.monotonic() + 400
+    while not finished_trials():
+        assert driver.poll() is None, "the sweep ended before a trial finished"
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(1)
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    try:
+        code = driver.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        code = driver.wait()
+    log.close()
+    assert code != 0, (tmp_path / "driver.log").read_text()[-3000:]
+    before = {r.info.run_id: r.info.end_time for r in finished_trials()}
+
+    result = run_harness("sweep", "--space", str(path), "--resume", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = _runs(options)
+    trial_ids = [r.data.tags["harness.trial_id"] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids))
+    trials = [r for r in runs if r.data.tags["harness.role"] == "trial"]
+    finals = [r for r in runs if r.data.tags["harness.role"] == "final"]
+    assert len(trials) == 4 and len(finals) == 2
+    assert all(r.info.status == "FINISHED" for r in trials + finals)
+    assert {r.info.run_id: r.info.end_time for r in runs if r.info.run_id in before} == before  # not rerun
