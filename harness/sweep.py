@@ -37,7 +37,7 @@ from harness.config import (
 )
 from harness.errors import TrialFailed
 from harness.methods import METHODS, Method
-from harness.tracking import TrackedRun, absolute_tracking_uri, param_value
+from harness.tracking import TrackedRun, param_value
 
 CHECKPOINT_FILE = "trial_state.pt"
 FAILURE_KEY = "harness_failure_reason"  # a trial's last result carries it when it failed
@@ -523,13 +523,14 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
 
 
 __all__ = [
+    "DefineByRun",
     "MethodPlan",
     "MlflowTrialCallback",
+    "SweepOptions",
     "SweepPlan",
-    "absolute_tracking_uri",
     "applicable_dims",
-    "DefineByRun",
     "final_time_steps",
     "plan_sweep",
+    "run_sweep",
     "run_trial",
 ]

@@ -83,6 +83,36 @@ def run_harness() -> Callable[..., subprocess.CompletedProcess[str]]:
     return _run_harness
 
 
+@pytest.fixture
+def train_default_space_on_digits(tmp_path: Path, run_harness):
+    """`harness train --space search_spaces/kd.yaml --method M --set dataset.name=digits --set
+    train.epochs=E` in a fresh folder; returns (completed process, metrics of its one run)."""
+    from mlflow.tracking import MlflowClient
+
+    space = str(Path(__file__).resolve().parents[1] / "search_spaces" / "kd.yaml")
+
+    def run(method: str, epochs: int):
+        result = run_harness(
+            "train",
+            "--space",
+            space,
+            "--method",
+            method,
+            "--set",
+            "dataset.name=digits",
+            "--set",
+            f"train.epochs={epochs}",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        return result, runs[0].data.metrics
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def ray_2_cpus():
     """One local Ray instance (2 CPUs) for the whole test session."""

@@ -17,8 +17,6 @@ from harness.cli import main
 from harness.methods import METHODS, register_method
 from harness.methods.student import StudentMethod
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher_cache: Path) -> Path:
@@ -159,26 +157,10 @@ def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_space_on_digits_end_to_end(tmp_path: Path, run_harness) -> None:
+def test_default_space_on_digits_end_to_end(train_default_space_on_digits) -> None:
     """The issue's acceptance command: kd.yaml's teacher and student, digits, 3 epochs."""
-    space = str(REPO / "search_spaces" / "kd.yaml")
-    result = run_harness(
-        "train",
-        "--space",
-        space,
-        "--method",
-        "kd",
-        "--set",
-        "dataset.name=digits",
-        "--set",
-        "train.epochs=3",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result, metrics = train_default_space_on_digits("kd", epochs=3)
     assert "kd epoch 3/3" in result.stderr  # progress was shown
-    _, runs = _runs(tmp_path / "mlflow.db")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    metrics = runs[0].data.metrics
     assert {"test_accuracy", "teacher_test_accuracy", "timestep/32", "noise/gaussian_blur/1", "energy_uj"} <= set(
         metrics
     )

@@ -12,8 +12,6 @@ from harness.models import MODELS, ModelFamily
 from harness.models.families import VGG, _vgg_layout
 from harness.trial import train
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.parametrize("variant", ["qcfs", "max", "percentile"])
 def test_conversion_trial_reports_the_curve_and_its_ann(variant: str, make_config, teacher_cache: Path) -> None:
@@ -95,26 +93,8 @@ def test_unsupported_activation_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_space_conversion_on_digits_matches_its_ann(tmp_path: Path, run_harness) -> None:
+def test_default_space_conversion_on_digits_matches_its_ann(train_default_space_on_digits) -> None:
     """The issue's acceptance command: at the largest T the SNN is within 2 points of its ANN."""
-    space = str(REPO / "search_spaces" / "kd.yaml")
-    result = run_harness(
-        "train",
-        "--space",
-        space,
-        "--method",
-        "conversion",
-        "--set",
-        "dataset.name=digits",
-        "--set",
-        "train.epochs=5",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    metrics = run.data.metrics
+    _, metrics = train_default_space_on_digits("conversion", epochs=5)
     assert metrics["ann_test_accuracy"] > 0.8
     assert abs(metrics["timestep/32"] - metrics["ann_test_accuracy"]) <= 0.02
