@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -76,21 +77,54 @@ def _per_step(ops: Tensor, rows: int, batch: int, time_steps: int) -> Tensor:
 
 
 def _is_spikes(x: Tensor) -> bool:
-    """Spikes: every non-zero entry has the same value (1, or a converted neuron's threshold)."""
-    nonzero = x[x != 0]
-    return nonzero.numel() == 0 or bool((nonzero == nonzero[0]).all())
+    """Spikes: every non-zero entry has the same positive value (1, or a converted neuron's threshold)."""
+    low, high = torch.aminmax(x)
+    if low < 0:
+        return False
+    return bool(((x == 0) | (x == high)).all())
+
+
+@lru_cache(maxsize=256)
+def _fan_out(
+    size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """`[H, W]`: how many output positions of one output channel each input position feeds.
+
+    The transposed convolution of an all-ones output map with an all-ones kernel is exactly
+    that count, borders, stride and dilation included.
+    """
+    dims = list(zip(size, kernel, stride, padding, dilation, strict=True))
+    out_size = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in dims]
+    reach = [(o - 1) * s - 2 * p + d * (k - 1) + 1 for o, (_, k, s, p, d) in zip(out_size, dims, strict=True)]
+    ones_out = torch.ones(1, 1, *out_size, dtype=torch.float64)
+    kernel_ones = torch.ones(1, 1, *kernel, dtype=torch.float64)
+    fan_out = F.conv_transpose2d(
+        ones_out,
+        kernel_ones,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        output_padding=tuple(n - r for n, r in zip(size, reach, strict=True)),
+    )
+    return fan_out[0, 0]
 
 
 def _conv_ops(conv: nn.Conv2d, x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
+    """Per-row op counts `[rows]`; ACs are active inputs x their fan-out x out_channels."""
     if conv.groups != 1:
         raise NotImplementedError("grouped convolutions are not counted yet")
+    if isinstance(conv.padding, str):
+        raise NotImplementedError("string padding is not counted yet")
     if _is_spikes(x):
-        ones = torch.ones(1, conv.in_channels, *conv.kernel_size, device=x.device, dtype=x.dtype)
-        active = (x != 0).to(x.dtype)
-        active_inputs = F.conv2d(active, ones, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
-        return active_inputs * conv.out_channels, True
+        fan_out = _fan_out(tuple(x.shape[-2:]), conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+        active = (x != 0).sum(dim=1, dtype=torch.float64)  # [rows, H, W]
+        return (active * fan_out.to(x.device)).sum(dim=(1, 2)) * conv.out_channels, True
     per_output = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
-    return torch.full_like(out, float(per_output)), False
+    return torch.full((out.shape[0],), float(per_output * out[0].numel()), dtype=torch.float64), False
 
 
 def _linear_ops(linear: nn.Linear, x: Tensor) -> tuple[Tensor, bool]:

@@ -41,6 +41,7 @@ from harness.tracking import TrackedRun, param_value
 
 CHECKPOINT_FILE = "trial_state.pt"
 FAILURE_KEY = "harness_failure_reason"  # a trial's last result carries it when it failed
+NODE_KEY = "harness_node_id"  # the Ray node that ran the epoch; becomes the run's tag `harness.node`
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,13 @@ def run_trial(
     sampled: dict[str, Any], *, base: dict[str, Any], teacher_cache: str, threads: int, metric: str, mode: str
 ) -> None:
     """The Tune trainable: one `train()` with a checkpoint per epoch, resumed from the last one."""
+    import ray
     from ray import tune
 
     from harness.trial import train
 
     torch.set_num_threads(max(1, threads))
+    node = ray.get_runtime_context().get_node_id()
     config = TrialConfig.model_validate(unflatten({**base, **sampled}))
     state = None
     checkpoint = tune.get_checkpoint()
@@ -142,7 +145,7 @@ def run_trial(
         with tempfile.TemporaryDirectory() as folder:
             snapshot = {**method.state_dict(), "epoch": epoch, "train_seconds": metrics["train_seconds"]}
             torch.save(snapshot, Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, "epoch": epoch, NODE_KEY: node}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         train(config, report=report, teacher_cache=Path(teacher_cache), state=state, log=lambda _: None)
@@ -169,6 +172,7 @@ class MlflowTrialCallback(tune.Callback):
         self.method, self.base = plan.method, plan.base
         self.epochs = int(plan.base["train.epochs"])
         self.runs: dict[str, TrackedRun] = {}
+        self.nodes: dict[str, str] = {}  # trial id -> the Ray node id last tagged
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment (for Tuner.restore); clients stay behind.
@@ -201,7 +205,12 @@ class MlflowTrialCallback(tune.Callback):
             return
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = {k: v for k, v in result.items() if _is_harness_metric(k, v)}
-        self._run(trial).log_metrics(metrics, step=epoch)
+        run = self._run(trial)
+        run.log_metrics(metrics, step=epoch)
+        node = result.get(NODE_KEY)
+        if node is not None and self.nodes.get(trial.trial_id) != node:  # a retried trial may move
+            run.set_tags({"harness.node": str(node)})
+            self.nodes[trial.trial_id] = node
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
         run = self._run(trial)
@@ -499,7 +508,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     sweep_id = plan.space.name
     started = time.time()
     if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
+        # "local": a new in-process instance, never a leftover one that `ray start` recorded in /tmp/ray.
+        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
     parent = TrackedRun.find_or_create(
         options.tracking_uri,
         options.experiment,

@@ -118,6 +118,20 @@ def ray_2_cpus():
     """One local Ray instance (2 CPUs) for the whole test session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(ray_2_cpus, tmp_path_factory):
+    """One real sweep of search_spaces/smoke.yaml for the session: (plan, options, summary)."""
+    from harness.sweep import SweepOptions, plan_sweep, run_sweep
+
+    folder = tmp_path_factory.mktemp("sweep")
+    options = SweepOptions(
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="smoke", storage=folder / "runs"
+    )
+    plan = plan_sweep(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
+    summary = run_sweep(plan, options, log=lambda _: None)
+    return plan, options, summary

@@ -74,3 +74,16 @@ def test_spiking_network_counts() -> None:
         "firing_rate/stem_act",
         *(f"firing_rate/body.stage{s}.0.act{a}" for s in (1, 2, 3) for a in (1, 2)),
     }
+
+
+@pytest.mark.parametrize(("stride", "padding", "dilation"), [(2, 1, 1), (1, 0, 1), (2, 0, 2), (3, 2, 1)], ids=str)
+def test_conv_acs_match_a_brute_force_count(stride: int, padding: int, dilation: int) -> None:
+    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=padding, dilation=dilation, bias=False)
+    x = (torch.rand(5, 3, 9, 11) > 0.6).float() * 0.5  # spikes of a converted neuron (θ = 0.5)
+    with count_ops(conv, 1) as counts:
+        counts.batch = counts.samples = 5
+        conv(x)
+    # Brute force: each output position sums the active inputs in its receptive field.
+    ones = torch.ones(1, 3, 3, 3)
+    active = nn.functional.conv2d((x != 0).float(), ones, stride=stride, padding=padding, dilation=dilation)
+    assert counts.acs.sum().item() == pytest.approx(active.sum().item() * 4)

@@ -59,17 +59,6 @@ def test_each_method_samples_only_its_dims() -> None:
     assert final_time_steps(by_method["conversion"], plan.space) == (2,)
 
 
-@pytest.fixture(scope="module")
-def smoke_sweep(ray_2_cpus, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sweep")
-    options = SweepOptions(
-        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="smoke", storage=folder / "runs"
-    )
-    plan = plan_sweep(SMOKE)
-    summary = run_sweep(plan, options, log=lambda _: None)
-    return plan, options, summary
-
-
 def _runs(options: SweepOptions):
     client = MlflowClient(options.tracking_uri)
     experiment = client.get_experiment_by_name(options.experiment)
