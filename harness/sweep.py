@@ -504,18 +504,19 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     storage = options.storage.resolve()
     folder = storage / plan.space.name
     teacher_cache = storage / "teacher_cache"
-    folder.mkdir(parents=True, exist_ok=True)
     sweep_id = plan.space.name
     started = time.time()
-    if not ray.is_initialized():
-        # "local": a new in-process instance, never a leftover one that `ray start` recorded in /tmp/ray.
-        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
     parent = TrackedRun.find_or_create(
         options.tracking_uri,
         options.experiment,
         f"sweep-{sweep_id}",
         {"harness.role": "sweep", "harness.trial_id": f"{sweep_id}/sweep", "harness.space": plan.source},
     )
+    # The store is checked first (a bad URI or missing credentials fail before Ray starts).
+    if not ray.is_initialized():
+        # "local": a new in-process instance, never a leftover one that `ray start` recorded in /tmp/ray.
+        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
+    folder.mkdir(parents=True, exist_ok=True)
     trained = teacher_stage(plan, teacher_cache, plan.space.resources)
     log(f"teacher stage: {trained} teacher(s) trained")
     summary: dict[str, Any] = {"parent_run_id": parent.run_id, "teachers_trained": trained, "methods": {}}

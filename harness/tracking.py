@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessInputError
 
 # Opens the training-runs table (not the GenAI overview) in the MLflow 3 UI.
 EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -44,12 +47,29 @@ def _artifact_root(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """The id of experiment `name`, created (with the UI's training-runs tag) if missing."""
-    experiment = client.get_experiment_by_name(name)
+    """The id of experiment `name`, created (with the UI's training-runs tag) if missing.
+
+    Raises:
+        HarnessInputError: The store refuses the client (a server's basic-auth without
+            `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`, say) or cannot be reached.
+    """
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as exc:
+        raise HarnessInputError(f"--tracking-uri {tracking_uri}: {_short_reason(exc)}") from None
     if experiment is not None:
         return experiment.experiment_id
     root = _artifact_root(tracking_uri)
     return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_KIND_TAGS)
+
+
+def _short_reason(exc: MlflowException) -> str:
+    text = str(exc)
+    if "401" in text:
+        return "the server refused the credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+    if "403" in text:
+        return "this user may not use the experiment (permission denied)"
+    return text.splitlines()[0][:300]
 
 
 def param_value(value: Any) -> str:

@@ -1,0 +1,86 @@
+"""The harness against a real MLflow tracking server with MLflow's basic-auth app (the cluster set-up)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (in the [dev] extra)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`mlflow server --app-name basic-auth` on 127.0.0.1; yields (URI, admin password)."""
+    password = secrets.token_hex(8)
+    port = _free_port()
+    secret = secrets.token_hex(16)
+    env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow), "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    command += ["--artifacts-destination", str(tmp_path / "artifacts")]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.5)
+    try:
+        yield uri, password
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_train_logs_to_an_authenticated_server_and_refuses_without_credentials(
+    auth_server, tiny_space: Path, tmp_path: Path
+) -> None:
+    uri, password = auth_server
+    command = [sys.executable, "-m", "harness.cli", "train", "--space", str(tiny_space), "--tracking-uri", uri]
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    work = tmp_path / "work"
+    work.mkdir()
+
+    refused = subprocess.run(command, cwd=work, env=bare, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "MLFLOW_TRACKING_USERNAME" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1 and uri in refused.stderr
+    assert not any(work.iterdir()), "a refused command must write nothing"
+
+    login = {**bare, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+    logged = subprocess.run(command, cwd=work, env=login, capture_output=True, text=True, timeout=600, check=False)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    assert not (work / "mlflow.db").exists(), "the runs must go to the server, not a local store"
+
+    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    finally:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(key, None)
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
