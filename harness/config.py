@@ -142,6 +142,10 @@ class TrainConfig(_Section):
     eval_batch_size: PositiveInt = 1000
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, Field(ge=0)] = 0
+    # Spiking students only (kd, direct): recompute each residual/VGG block in the backward
+    # pass instead of storing its activations over all T steps. Same results; less memory for
+    # one more forward pass per step (figures in BENCHMARKS.md).
+    checkpoint_activations: bool = False
 
 
 class EvalConfig(_Section):
@@ -258,6 +262,9 @@ class SearchConfig(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     scheduler: SchedulerConfig = SchedulerConfig()
     final_repeats: Annotated[int, Field(ge=0)] = 3
+    # T values the final stage retrains KD and direct at, besides eval.reference_time_steps;
+    # None: every eval.time_steps value. Other T of the curve are then read off those runs.
+    final_time_steps: tuple[Annotated[int, Field(ge=1, le=1024)], ...] | None = None
 
 
 class ResourcesConfig(_Section):

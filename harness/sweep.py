@@ -94,12 +94,14 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
 
 
 def final_time_steps(plan: MethodPlan, space: SpaceFile) -> tuple[int, ...]:
-    """T values the final stage trains at: every `eval.time_steps` for methods that train at
-    a T (KD, direct), the reference T for conversion (its curve comes from one run)."""
+    """T values the final stage trains at: the reference T, plus `search.final_time_steps`
+    (default: every `eval.time_steps`) for methods that train at a T (KD, direct); conversion
+    trains no T (its curve comes from one run)."""
     reference = int(plan.base["eval.reference_time_steps"])
     if "snn" not in METHODS.get(plan.method).sections:
         return (reference,)
-    return tuple(sorted({reference, *plan.base["eval.time_steps"]}))
+    extra = space.search.final_time_steps
+    return tuple(sorted({reference, *(plan.base["eval.time_steps"] if extra is None else extra)}))
 
 
 class DefineByRun:

@@ -193,3 +193,29 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
     assert len(trials) == 4 and len(finals) == 2
     assert all(r.info.status == "FINISHED" for r in trials + finals)
     assert {r.info.run_id: r.info.end_time for r in runs if r.info.run_id in before} == before  # not rerun
+
+
+@pytest.mark.parametrize("name", ["kd.yaml", "smoke.yaml", "cifar10-paper.yaml"])
+def test_every_shipped_space_validates(name: str, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "cifar-10-batches-py"  # the files the CIFAR-10 preset needs, present but empty
+    folder.mkdir()
+    for part in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
+        (folder / part).touch()
+    args = ["validate", str(REPO / "search_spaces" / name)]
+    if name.startswith("cifar10"):
+        args += ["--set", f"dataset.root={tmp_path}"]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert all(f"{method}:" in out for method in ("kd", "direct", "conversion"))
+
+
+def test_final_time_steps_narrow_what_the_final_stage_trains(tmp_path: Path) -> None:
+    space = yaml.safe_load(SMOKE.read_text())
+    space["eval"]["time_steps"] = [1, 2, 4, 8]
+    space["search"]["final_time_steps"] = [1]
+    path = tmp_path / "narrow.yaml"
+    path.write_text(yaml.safe_dump(space))
+    plan = plan_sweep(path)
+    by_method = {p.method: p for p in plan.methods}
+    assert final_time_steps(by_method["kd"], plan.space) == (1, 2)  # the reference T (2) always
+    assert final_time_steps(by_method["conversion"], plan.space) == (2,)
