@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded default (search_spaces/kd.yaml): one KD trial on mnist-5k.
+# The main job: the default sweep (search_spaces/kd.yaml: KD vs direct vs conversion on
+# mnist-5k, search and final stage) on local Ray, then its report. --resume makes a second
+# `make demo` continue (or just re-report) the same sweep instead of refusing its folder.
 demo: $(STAMP)
-	$(BIN)/harness train --space search_spaces/kd.yaml --method kd
+	$(BIN)/harness sweep --space search_spaces/kd.yaml --resume
 
 # The whole suite (slow tests included; GPU tests skip themselves without CUDA).
 test: $(STAMP)

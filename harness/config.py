@@ -81,6 +81,13 @@ class TeacherConfig(ModelConfig):
     epochs: PositiveInt = 8
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: PositiveFloat = 0.05
+    # None: the trial's seed (each student seed gets its own teacher). Fix it to distil every
+    # student from one teacher, as with a downloaded pre-trained one.
+    seed: Annotated[int, Field(ge=0)] | None = None
+
+    def seed_for(self, trial_seed: int) -> int:
+        """The seed this teacher is trained with in a trial seeded `trial_seed`."""
+        return trial_seed if self.seed is None else self.seed
 
 
 class SNNConfig(_Section):

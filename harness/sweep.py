@@ -288,9 +288,21 @@ def teacher_stage(plan: SweepPlan, teacher_cache: Path, resources: ResourcesConf
             config = TrialConfig.model_validate(unflatten({**method_plan.base, "seed": seed}))
             needed.setdefault(teacher_key_of(config), config)
     missing = [c for key, c in needed.items() if not (teacher_cache / key / "teacher.pt").exists()]
-    task = ray.remote(num_cpus=resources.cpu, num_gpus=resources.gpu)(_train_teacher_task)
+    task = ray.remote(num_cpus=_teacher_cpus(resources, len(missing)), num_gpus=resources.gpu)(_train_teacher_task)
     ray.get([task.remote(config.model_dump(mode="json"), str(teacher_cache)) for config in missing])
     return len(missing)
+
+
+def _teacher_cpus(resources: ResourcesConfig, teachers: int) -> float:
+    """CPUs per teacher task: nothing else runs during the teacher stage, so the teachers
+    share the cluster's CPUs (at most one node's worth each, at least a trial's)."""
+    import ray
+
+    if teachers == 0:
+        return resources.cpu
+    largest_node = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+    share = ray.cluster_resources().get("CPU", 0.0) // teachers
+    return max(resources.cpu, min(largest_node, share))
 
 
 def _train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:

@@ -50,17 +50,17 @@ def teacher_key_of(config: TrialConfig) -> str:
     identity: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "dataset": {k: cfg["dataset"][k] for k in ("name", "val_fraction", "split_seed")},
-        "teacher": cfg["teacher"],
+        "teacher": {k: v for k, v in cfg["teacher"].items() if k != "seed"},  # the seed is below
         "train": {k: cfg["train"][k] for k in ("batch_size", "momentum", "weight_decay", "schedule", "augment")},
-        "seed": cfg["seed"],
+        "seed": config.teacher.seed_for(config.seed),
     }
     blob = json.dumps(identity, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
 def build_teacher(ctx: TrialContext) -> SpikingNetwork:
-    """An untrained ReLU network of `teacher.*`, initialised from the trial's seed."""
-    return network_for(ctx, ctx.config.teacher, relu)
+    """An untrained ReLU network of `teacher.*`, initialised from the teacher's seed."""
+    return network_for(ctx, ctx.config.teacher, relu, seed=ctx.config.teacher.seed_for(ctx.config.seed))
 
 
 def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
@@ -70,7 +70,7 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
     optimizer = make_optimizer(list(model.parameters()), cfg.train, cfg.teacher.optimizer, cfg.teacher.lr)
     steps = cfg.teacher.epochs * -(-len(data.train_x) // cfg.train.batch_size)
     schedule = make_schedule(optimizer, cfg.train, steps)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.teacher.seed_for(cfg.seed))
 
     def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(images, 1).mean(0), labels)

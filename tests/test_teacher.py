@@ -36,3 +36,11 @@ def test_key_depends_on_what_determines_the_weights(make_config, tmp_path: Path)
     assert teacher_key(_context(make_config("direct", **{"kd.alpha": 0.1, "student.depth": 14}), tmp_path)) == base
     for change in ({"seed": 1}, {"teacher.depth": 14}, {"teacher.lr": 0.01}, {"dataset.split_seed": 3}):
         assert teacher_key(_context(make_config(**change), tmp_path)) != base, change
+
+
+def test_a_fixed_teacher_seed_shares_one_teacher_across_trial_seeds(make_config, tmp_path: Path) -> None:
+    def key(**overrides) -> str:
+        return teacher_key(_context(make_config(**overrides), tmp_path))
+
+    assert key(**{"seed": 0, "teacher.seed": 0}) == key(**{"seed": 5, "teacher.seed": 0}) == key(seed=0)
+    assert key(**{"seed": 5, "teacher.seed": 1}) == key(seed=1) != key(seed=5)

@@ -35,14 +35,14 @@ class TrialContext:
 
 
 def network_for(
-    ctx: TrialContext, spec: ModelConfig, activation: ActivationFactory, pool: str = "max"
+    ctx: TrialContext, spec: ModelConfig, activation: ActivationFactory, pool: str = "max", seed: int | None = None
 ) -> SpikingNetwork:
     """A network of `spec` (`teacher.*` or `student.*`) sized for the trial's data, on its device.
 
-    Initialised from the trial's seed right here, so its weights do not depend on what ran
-    before (a teacher trained or loaded, another network built).
+    Initialised from `seed` (default: the trial's seed) right here, so its weights do not
+    depend on what ran before (a teacher trained or loaded, another network built).
     """
-    torch.manual_seed(ctx.config.seed)
+    torch.manual_seed(ctx.config.seed if seed is None else seed)
     data = ctx.data
     return create_model(
         spec.arch,
