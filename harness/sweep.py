@@ -12,6 +12,7 @@ teacher cache under the sweep's storage path, which every node must reach.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -512,8 +513,12 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     """Runs the search and the final stage of every method; returns a summary."""
     import ray
 
-    # Tune warns at every per-epoch checkpoint of short trials; Optuna logs every study.
+    # Tune warns at every per-epoch checkpoint of short trials, prints a box per experiment on
+    # stdout and logs every state save; Optuna logs every study. The harness reports progress
+    # itself (one line per trial on stderr), so all of that is turned down.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = options.storage.resolve()
     folder = storage / plan.space.name
