@@ -91,19 +91,10 @@ def train_default_space_on_digits(tmp_path: Path, run_harness):
 
     space = str(Path(__file__).resolve().parents[1] / "search_spaces" / "kd.yaml")
 
-    def run(method: str, epochs: int):
-        result = run_harness(
-            "train",
-            "--space",
-            space,
-            "--method",
-            method,
-            "--set",
-            "dataset.name=digits",
-            "--set",
-            f"train.epochs={epochs}",
-            cwd=tmp_path,
-        )
+    def run(method: str, epochs: int, *extra_sets: str):
+        values = ("dataset.name=digits", f"train.epochs={epochs}", *extra_sets)
+        sets = [arg for value in values for arg in ("--set", value)]
+        result = run_harness("train", "--space", space, "--method", method, *sets, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

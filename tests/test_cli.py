@@ -161,7 +161,7 @@ def test_default_space_on_digits_end_to_end(train_default_space_on_digits) -> No
     """The issue's acceptance command: kd.yaml's teacher and student, digits, 3 epochs."""
     result, metrics = train_default_space_on_digits("kd", epochs=3)
     assert "kd epoch 3/3" in result.stderr  # progress was shown
-    assert {"test_accuracy", "teacher_test_accuracy", "timestep/32", "noise/gaussian_blur/1", "energy_uj"} <= set(
+    assert {"test_accuracy", "teacher_test_accuracy", "timestep/8", "noise/gaussian_blur/1", "energy_uj"} <= set(
         metrics
     )
     assert metrics["teacher_test_accuracy"] > 0.8

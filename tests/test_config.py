@@ -16,8 +16,8 @@ def test_default_space_loads_and_resolves() -> None:
     assert config.method == "direct"
     assert config.dataset.name == "mnist-5k"
     assert config.snn.time_steps == 4
-    assert config.eval.time_steps == (1, 2, 4, 8, 16, 32)
-    assert config.eval.noise["gaussian"] == (0.05, 0.1, 0.2)
+    assert config.eval.time_steps == (1, 2, 4, 8)
+    assert config.eval.noise["gaussian"] == (0.1, 0.2)
 
 
 def test_overrides_win_and_values_are_read_as_yaml(tiny_space: Path) -> None:
