@@ -7,12 +7,15 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import yaml
 
 from harness.config import load_space, parse_override, resolve_trial_config
 from harness.errors import HarnessInputError, TrialFailed
+
+if TYPE_CHECKING:
+    from harness.sweep import SweepOptions, SweepPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=run_ui)
+
+    report = commands.add_parser("report", help="tables (md/tex/csv), figures (png/pdf) and report.md of an experiment")
+    report.add_argument("--experiment", required=True, help="MLflow experiment (a sweep's space name)")
+    report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    report.add_argument("--out", type=Path, help="report folder (default: runs/<experiment>/report)")
+    report.set_defaults(handler=run_report)
 
     validate = commands.add_parser("validate", help="check a space file and print the plan; runs nothing")
     validate.add_argument("space", type=Path, help="search-space YAML file")
@@ -188,10 +197,68 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     summary = run_sweep(plan, options, log=lambda message: print(message, file=sys.stderr, flush=True))
     for method, outcome in summary["methods"].items():
         print(f"{method}: {outcome['trials']} trials; best {outcome['best']}")
+    report = publish_sweep_report(plan, options, summary["parent_run_id"])
     print(
         f"\nMLflow: experiment {options.experiment!r} at {options.tracking_uri} (parent run {summary['parent_run_id']})"
     )
-    print(f"Open it with: harness ui --tracking-uri {options.tracking_uri}")
+    if report is not None:
+        print(f"Report: {report} (also logged to the parent run's artifacts under report/)")
+    print(f"Open the MLflow UI with: harness ui --tracking-uri {options.tracking_uri}  (then http://127.0.0.1:5000)")
+    return EXIT_OK
+
+
+def tag_searched_dims(tracking_uri: str, parent_run_id: str, dims: dict[str, list[str]]) -> None:
+    """Tags each trial run of a sweep with `harness.searched` (its method's searched dims, comma-separated).
+
+    The MLflow UI can then filter and group a compare view by it; `harness report` reads it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    trials = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`harness.role` = 'trial'",
+        max_results=50_000,
+    )
+    for run in trials:
+        searched = ",".join(dims.get(run.data.tags.get("harness.method", ""), []))
+        if run.data.tags.get("harness.searched") != searched:
+            client.set_tag(run.info.run_id, "harness.searched", searched)
+
+
+def publish_sweep_report(plan: SweepPlan, options: SweepOptions, parent_run_id: str) -> Path | None:
+    """What `harness sweep` does after the sweep: tags the trial runs with their searched dims, builds
+    the report into `<storage>/<experiment>/report` and logs it as artifacts (`report/`) of the parent run.
+
+    Returns:
+        The path of `report.md`, or None when the experiment has no final runs to report
+        (every trial failed): the sweep still ends normally and says why on stderr.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from reports.build import build_report, default_report_dir
+
+    tag_searched_dims(options.tracking_uri, parent_run_id, {p.method: list(p.dims) for p in plan.methods})
+    try:
+        report = build_report(
+            options.tracking_uri, options.experiment, default_report_dir(options.experiment, options.storage)
+        )
+    except HarnessInputError as exc:
+        print(f"harness: no report: {exc}", file=sys.stderr)
+        return None
+    MlflowClient(options.tracking_uri).log_artifacts(parent_run_id, str(report.parent), "report")
+    return report
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`harness report`: an experiment's tables, figures and report.md from its MLflow runs."""
+    from reports.build import build_report, default_report_dir
+
+    out = args.out or default_report_dir(args.experiment)
+    report = build_report(args.tracking_uri, args.experiment, out)
+    print(f"Report: {report}")
+    print(f"Tables in {report.parent / 'tables'}, figures in {report.parent / 'figures'}")
     return EXIT_OK
 
 

@@ -72,7 +72,8 @@ class SweepPlan:
         finals = sum(final_run_count(plan, self.space) for plan in self.methods)
         total = search.num_samples * len(self.methods) + finals
         lines.append(
-            f"  final stage: {search.final_repeats} seeds per method and T ({finals} runs); {total} trials in all"
+            f"  final stage: {search.final_repeats} seeds per method and T ({finals} runs, more if a search's best T "
+            f"is another); {total} trials in all"
         )
         return "\n".join(lines)
 
@@ -94,15 +95,22 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
     return SweepPlan(space, str(path), tuple(plans))
 
 
-def final_time_steps(plan: MethodPlan, space: SpaceFile) -> tuple[int, ...]:
-    """T values the final stage trains at: the reference T, plus `search.final_time_steps`
-    (default: every `eval.time_steps`) for methods that train at a T (KD, direct); conversion
-    trains no T (its curve comes from one run)."""
+def final_time_steps(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+    """T values the final stage trains at.
+
+    For methods that train at a T (KD, direct): the reference T (every method is compared
+    there), `search.final_time_steps` (default: every `eval.time_steps`) and the T of the
+    search's best configuration, so the configuration the search chose is itself retrained.
+    Conversion trains no T: the reference T only (its curve comes from one run).
+    """
     reference = int(plan.base["eval.reference_time_steps"])
     if "snn" not in METHODS.get(plan.method).sections:
         return (reference,)
     extra = space.search.final_time_steps
-    return tuple(sorted({reference, *(plan.base["eval.time_steps"] if extra is None else extra)}))
+    steps = {reference, *(plan.base["eval.time_steps"] if extra is None else extra)}
+    if best is not None and "snn.time_steps" in best:
+        steps.add(int(best["snn.time_steps"]))
+    return tuple(sorted(steps))
 
 
 class DefineByRun:
@@ -429,7 +437,7 @@ def _final_tuner(
     from ray import tune
 
     param_space: dict[str, Any] = {**best, "seed": tune.grid_search(final_seeds(space, int(plan.base["seed"])))}
-    steps = final_time_steps(plan, space)
+    steps = final_time_steps(plan, space, best)
     if "snn" in METHODS.get(plan.method).sections:
         param_space["snn.time_steps"] = tune.grid_search(list(steps))
     return tune.Tuner(
@@ -449,9 +457,9 @@ def _tuner(folder: Path, resume: bool, trainable: Any, build: Callable[[], Any])
     return build()
 
 
-def final_run_count(plan: MethodPlan, space: SpaceFile) -> int:
+def final_run_count(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any] | None = None) -> int:
     """How many final runs a method gets: seeds x the T values it trains at."""
-    return space.search.final_repeats * len(final_time_steps(plan, space))
+    return space.search.final_repeats * len(final_time_steps(plan, space, best))
 
 
 def _stop_if_interrupted(folder: Path, expected: int) -> None:
@@ -505,7 +513,7 @@ def _sweep_method(
         trainable,
         partial(_final_tuner, method_plan, plan.space, best, final_dir, trainable, final_cb),
     ).fit()
-    _stop_if_interrupted(final_dir, final_run_count(method_plan, plan.space))
+    _stop_if_interrupted(final_dir, final_run_count(method_plan, plan.space, best))
     return outcome
 
 

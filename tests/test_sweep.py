@@ -84,7 +84,11 @@ def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
         ]
         assert len(trials) == plan.space.search.num_samples
         by_method = {p.method: p for p in plan.methods}
-        assert len(finals) == len(final_time_steps(by_method[method], plan.space)) * plan.space.search.final_repeats
+        best = summary["methods"][method]["best"]
+        steps = final_time_steps(by_method[method], plan.space, best)
+        assert len(finals) == len(steps) * plan.space.search.final_repeats
+        if "snn.time_steps" in best:  # the configuration the search chose is itself retrained
+            assert str(best["snn.time_steps"]) in {r.data.params["snn.time_steps"] for r in finals}
         for run in trials + finals:
             assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
             assert run.info.status == "FINISHED"
@@ -146,6 +150,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
 
     space = yaml.safe_load(SMOKE.read_text())
     space["methods"] = ["direct"]
+    space["space"] = {"student.width": {"categorical": [4, 8]}}  # T fixed: two final runs (T = 1, 2)
     space["search"].update({"num_samples": 4, "final_repeats": 1})
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(space))
@@ -218,4 +223,5 @@ def test_final_time_steps_narrow_what_the_final_stage_trains(tmp_path: Path) -> 
     plan = plan_sweep(path)
     by_method = {p.method: p for p in plan.methods}
     assert final_time_steps(by_method["kd"], plan.space) == (1, 2)  # the reference T (2) always
-    assert final_time_steps(by_method["conversion"], plan.space) == (2,)
+    assert final_time_steps(by_method["kd"], plan.space, {"snn.time_steps": 3}) == (1, 2, 3)  # and the best T
+    assert final_time_steps(by_method["conversion"], plan.space, {"conversion.levels": 4}) == (2,)

@@ -1,0 +1,71 @@
+"""`build_report`: an experiment's MLflow runs -> tables (md/tex/csv), figures (png/pdf) and `report.md`.
+
+Nothing is half-written: the report is built in a temporary folder beside the target and
+renamed into place at the end, replacing an earlier report of the same folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from reports.figures import all_figures
+from reports.index import index_markdown
+from reports.loading import load_experiment
+from reports.render import to_csv, to_latex, to_markdown
+from reports.tables import all_tables
+
+REPORT_FILE = "report.md"
+
+
+def default_report_dir(experiment: str, storage: Path = Path("runs")) -> Path:
+    """`<storage>/<experiment>/report`: where `harness report` and `harness sweep` put a report."""
+    return storage / experiment / "report"
+
+
+def build_report(tracking_uri: str | None, experiment: str, out_dir: Path) -> Path:
+    """Builds the report of `experiment` into `out_dir`.
+
+    Args:
+        tracking_uri: the MLflow store (None: `sqlite:///<cwd>/mlflow.db`).
+        experiment: the MLflow experiment name.
+        out_dir: the report folder; replaced as a whole when it exists.
+
+    Returns:
+        The path of `report.md` inside `out_dir`.
+
+    Raises:
+        HarnessInputError: the store, the experiment or its final-stage runs are missing
+            (checked before anything is written).
+    """
+    exp = load_experiment(tracking_uri, experiment)
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        tables = all_tables(exp)
+        (staging / "tables").mkdir()
+        for table in tables:
+            for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
+                (staging / "tables" / f"{table.key}.{suffix}").write_text(render(table), encoding="utf-8")
+        figures = all_figures(exp, staging / "figures")
+        (staging / REPORT_FILE).write_text(index_markdown(exp, tables, figures), encoding="utf-8")
+        _replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir / REPORT_FILE
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Renames `staging` to `target`, moving an existing `target` aside first and removing it after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(old)
+    staging.chmod(0o755)  # mkdtemp makes it private; a report folder is read like any other
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""`report.md`: every table and figure of a report in reading order, each with what it measured."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from reports.figures import FigureFile
+from reports.loading import ExperimentRuns
+from reports.render import Table, to_markdown
+
+# Reading order: each figure follows the table it draws.
+FIGURE_AFTER_TABLE = {
+    "accuracy_vs_noise": "accuracy_vs_noise",
+    "accuracy_vs_time_steps": "accuracy_vs_time_steps",
+    "search": "search_summary",
+}
+
+
+def _header(exp: ExperimentRuns) -> list[str]:
+    settings = exp.settings
+    noise = "; ".join(
+        f"{kind} {', '.join(f'{level:g}' for level in levels)}" for kind, levels in settings.noise.items()
+    )
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"# Report: {exp.name}",
+        "",
+        f"Dataset `{settings.dataset}`; reference T = {settings.reference_time_steps}; "
+        f"T values {', '.join(map(str, settings.time_steps))}; final-stage seeds {', '.join(map(str, exp.seeds()))}; "
+        f"noise {noise or 'none'}. Methods: {', '.join(exp.methods)}. Accuracies are fractions in [0, 1]; "
+        "cells are mean ± standard deviation over the seeds (n per row; a single value where n = 1).",
+        "",
+        f"Source: MLflow experiment `{exp.name}` at `{exp.tracking_uri}` "
+        f"({len(exp.finals)} finished final runs, {len(exp.trials)} search trials); generated {generated} "
+        "by `harness report`.",
+        "",
+    ]
+
+
+def _missing(gaps: list[str]) -> list[str]:
+    if not gaps:
+        return []
+    return (
+        ["## Missing", "", "This experiment is partial; the tables show what exists.", ""]
+        + [f"- {gap}" for gap in gaps]
+        + [""]
+    )
+
+
+def _table_section(number: int, table: Table) -> list[str]:
+    files = " · ".join(f"[{label}](tables/{table.key}.{suffix})" for label, suffix in _TABLE_FILES)
+    return [f"## {number}. {table.title}", "", table.description, "", to_markdown(table), f"Files: {files}", ""]
+
+
+_TABLE_FILES = (("Markdown", "md"), ("LaTeX", "tex"), ("CSV", "csv"))
+
+
+def _figure_section(figure: FigureFile) -> list[str]:
+    return [
+        f"![{figure.title}](figures/{figure.key}.png)",
+        "",
+        f"*{figure.title}.* {figure.caption} [PDF](figures/{figure.key}.pdf)",
+        "",
+    ]
+
+
+def index_markdown(exp: ExperimentRuns, tables: list[Table], figures: list[FigureFile]) -> str:
+    """The text of `report.md`: header, what is missing, then tables with their figures in reading order."""
+    by_table = {FIGURE_AFTER_TABLE[f.key]: f for f in figures}
+    lines = _header(exp) + _missing(exp.gaps())
+    for number, table in enumerate(tables, start=1):
+        lines += _table_section(number, table)
+        if table.key in by_table:
+            lines += _figure_section(by_table[table.key])
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,232 @@
+"""MLflow runs of one experiment -> pandas, checked for what a report needs (DESIGN §4 names).
+
+`load_experiment` reads every run with `mlflow.search_runs` and answers the questions the
+tables and figures ask: which final runs a method has at a given T, what the evaluation
+settings were, which dimensions the search sampled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessInputError
+from harness.methods import METHODS
+from harness.tracking import absolute_tracking_uri
+
+SWEEP_HINT = "`harness sweep --space FILE` creates it"
+METHOD_ORDER = ("kd", "direct", "conversion")  # KD first, then its baselines; other methods after
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What the final runs were evaluated on (read from their params)."""
+
+    dataset: str
+    reference_time_steps: int
+    time_steps: tuple[int, ...]
+    noise: dict[str, tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class ExperimentRuns:
+    """All runs of one MLflow experiment, one row per run (`mlflow.search_runs` columns)."""
+
+    name: str
+    tracking_uri: str
+    runs: pd.DataFrame
+
+    def column(self, name: str, frame: pd.DataFrame | None = None) -> pd.Series:
+        """A column of `frame` (default: all runs); all-missing when no run logged it."""
+        frame = self.runs if frame is None else frame
+        if name in frame.columns:
+            return frame[name]
+        return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+    def with_role(self, role: str) -> pd.DataFrame:
+        """Runs tagged `harness.role=role`."""
+        return self.runs[self.column("tags.harness.role") == role]
+
+    @cached_property
+    def finals(self) -> pd.DataFrame:
+        """FINISHED runs of the final stage (`harness.role=final`)."""
+        finals = self.with_role("final")
+        return finals[finals["status"] == "FINISHED"]
+
+    @cached_property
+    def trials(self) -> pd.DataFrame:
+        """Search trial runs (`harness.role=trial`) of any status."""
+        return self.with_role("trial")
+
+    @cached_property
+    def methods(self) -> list[str]:
+        """Every method with a trial or final run, KD first."""
+        names = set(self.column("tags.harness.method", self.trials).dropna())
+        names |= set(self.column("tags.harness.method", self.finals).dropna())
+        return sorted(names, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
+
+    @cached_property
+    def settings(self) -> EvalSettings:
+        """Dataset, reference T, T values and noise of the final runs (their first row)."""
+        first = self.finals.iloc[0]
+        noise = json.loads(_param(first, "eval.noise", "{}"))
+        return EvalSettings(
+            dataset=_param(first, "dataset.name", "?"),
+            reference_time_steps=int(first["params.eval.reference_time_steps"]),
+            time_steps=tuple(sorted(int(t) for t in json.loads(first["params.eval.time_steps"]))),
+            noise={kind: tuple(float(level) for level in levels) for kind, levels in noise.items()},
+        )
+
+    def finals_of(self, method: str) -> pd.DataFrame:
+        """Final runs of `method`."""
+        return self.finals[self.column("tags.harness.method", self.finals) == method]
+
+    def trials_of(self, method: str) -> pd.DataFrame:
+        """Search trial runs of `method`."""
+        return self.trials[self.column("tags.harness.method", self.trials) == method]
+
+    def finals_at(self, method: str, time_steps: int) -> pd.DataFrame:
+        """Final runs of `method` that measure it at T = `time_steps`.
+
+        Methods that train at a T (KD, direct) have one final run per seed and T; the rest
+        (conversion) run once at the reference T and read every T off that run.
+        """
+        finals = self.finals_of(method)
+        if not trains_per_time_step(method):
+            return finals if time_steps == self.settings.reference_time_steps else finals.iloc[0:0]
+        trained = pd.to_numeric(self.column("params.snn.time_steps", finals), errors="coerce")
+        return finals[trained == time_steps]
+
+    def at_time_steps(self, method: str, time_steps: int) -> tuple[pd.DataFrame, str]:
+        """The final runs and the metric that give `method`'s test accuracy at T = `time_steps`.
+
+        Runs trained at that T (`test_accuracy`) where the final stage trained `method` there;
+        otherwise the runs at the reference T, read after T steps (`timestep/<T>`: the network
+        is causal and starts from rest, so one run at T_max gives the whole curve). Conversion
+        always reads its curve off one run.
+        """
+        trained = self.finals_at(method, time_steps) if trains_per_time_step(method) else self.finals.iloc[0:0]
+        if not trained.empty:
+            return trained, "test_accuracy"
+        return self.finals_at(method, self.settings.reference_time_steps), f"timestep/{time_steps}"
+
+    def seeds(self) -> list[int]:
+        """The seeds of the final runs."""
+        return sorted({int(seed) for seed in self.column("params.seed", self.finals).dropna()})
+
+    def gaps(self) -> list[str]:
+        """What this experiment lacks for a complete report, one sentence each (empty when complete)."""
+        reference = self.settings.reference_time_steps
+        gaps = []
+        for method in self.methods:
+            if self.finals_of(method).empty:
+                trials = self.trials_of(method)
+                failed = int((trials["status"] == "FAILED").sum())
+                gaps.append(
+                    f"`{method}` has no finished final runs ({len(trials)} search trials, {failed} failed), "
+                    "so it appears only in the search summary and the search figure."
+                )
+                continue
+            if self.finals_at(method, reference).empty:
+                gaps.append(f"`{method}` has no finished final run at the reference T = {reference}.")
+        finals = self.with_role("final")
+        unfinished = finals[finals["status"] != "FINISHED"]
+        if len(unfinished):
+            statuses = ", ".join(f"{n} {status}" for status, n in unfinished["status"].value_counts().items())
+            gaps.append(f"{len(unfinished)} final runs did not finish ({statuses}); they are left out.")
+        return gaps
+
+    def searched_dims(self, method: str) -> list[str]:
+        """The dimensions the search sampled for `method`.
+
+        From the trial runs' tag `harness.searched` where set, else the params whose values
+        differ between the method's trials.
+        """
+        trials = self.trials_of(method)
+        tagged = self.column("tags.harness.searched", trials).dropna()
+        if len(tagged):
+            return [key for key in str(tagged.iloc[0]).split(",") if key]
+        params = [c for c in trials.columns if c.startswith("params.") and c != "params.seed"]
+        return [c.removeprefix("params.") for c in params if trials[c].dropna().nunique() > 1]
+
+
+def _param(run: pd.Series, key: str, default: str) -> str:
+    """A run's param (a string), or `default` where the run did not log it."""
+    value = run.get(f"params.{key}")
+    return default if value is None or pd.isna(value) else str(value)
+
+
+def trains_per_time_step(method: str) -> bool:
+    """Whether the final stage trains `method` once per T (spiking students) or reads every T
+    off one run (conversion): the same rule as the sweep's final stage."""
+    if method not in METHODS.names():  # a method this installation does not know: assume a spiking student
+        return True
+    return "snn" in METHODS.get(method).sections
+
+
+def load_experiment(tracking_uri: str | None, experiment: str) -> ExperimentRuns:
+    """Every run of `experiment`, checked to hold finished final-stage runs.
+
+    Raises:
+        HarnessInputError: no store at `tracking_uri`, no such experiment, no finished runs,
+            or no finished `harness.role=final` runs (with the command that produces them).
+    """
+    uri = absolute_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise HarnessInputError(f"--tracking-uri: no MLflow store at {uri}; {SWEEP_HINT}")
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        known = sorted(e.name for e in client.search_experiments())
+        raise HarnessInputError(
+            f"--experiment: no experiment {experiment!r} in {uri} (it has: {', '.join(known) or 'none'}); {SWEEP_HINT}"
+        )
+    runs = _search_runs(uri, found.experiment_id)
+    loaded = ExperimentRuns(experiment, uri, runs)
+    _check_complete(loaded)
+    return loaded
+
+
+def _search_runs(tracking_uri: str, experiment_id: str) -> pd.DataFrame:
+    """`mlflow.search_runs` against `tracking_uri`, leaving the process's tracking URI as it was."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.search_runs(experiment_ids=[experiment_id], max_results=50_000, output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _check_complete(loaded: ExperimentRuns) -> None:
+    where = f"experiment {loaded.name!r} at {loaded.tracking_uri}"
+    if loaded.runs.empty or not (loaded.runs["status"] == "FINISHED").any():
+        raise HarnessInputError(
+            f"--experiment: {where} has no finished runs ({_status_counts(loaded.runs)}); "
+            "run `harness sweep --space FILE` (or `harness sweep --space FILE --resume` after an interruption)"
+        )
+    if loaded.finals.empty:
+        finals = loaded.with_role("final")
+        raise HarnessInputError(
+            f"--experiment: {where} has no finished final-stage runs (tag harness.role=final; "
+            f"{_status_counts(finals)}); `harness sweep --space FILE` with search.final_repeats >= 1 produces them"
+        )
+    required = ("params.eval.reference_time_steps", "params.eval.time_steps")
+    missing = [name.removeprefix("params.") for name in required if name not in loaded.finals.columns]
+    if missing:
+        raise HarnessInputError(
+            f"--experiment: the final runs of {where} lack the params {', '.join(missing)}; "
+            "rerun them with `harness sweep --space FILE`"
+        )
+
+
+def _status_counts(runs: pd.DataFrame) -> str:
+    if runs.empty:
+        return "it has none"
+    counts = runs["status"].value_counts()
+    return f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())

@@ -1,0 +1,212 @@
+"""A report table (cells of mean ± std over seeds, or text) and its Markdown, LaTeX and CSV renderings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+DASH = "–"  # an empty cell: nothing to show (say why in the table's notes)
+WIDE_TABLE = 5  # LaTeX tables with more columns are set smaller to fit an article's text width
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (ddof 1; NaN for one value) of `n` values."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Stat | None:
+        """The statistics of the finite values, or None when there are none."""
+        finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        if not finite:
+            return None
+        mean = math.fsum(finite) / len(finite)
+        if len(finite) < 2:
+            return cls(mean, math.nan, 1)
+        variance = math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+        return cls(mean, math.sqrt(variance), len(finite))
+
+
+Cell = Stat | str | None  # None renders as DASH
+
+
+def fixed(digits: int) -> Callable[[float], str]:
+    """A formatter with `digits` decimals."""
+    return lambda value: f"{value:.{digits}f}"
+
+
+def significant(value: float) -> str:
+    """Three significant digits with an SI suffix (k, M, G) for large counts."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its header, the direction that is best (bold), how numbers print."""
+
+    name: str
+    better: Literal["higher", "lower"] | None = None
+    number: Callable[[float], str] = fixed(4)
+    wrap: bool = False  # long text (LaTeX: a paragraph column)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table: rows of cells under `columns`, with an `n` column when `show_n`."""
+
+    key: str  # file stem
+    title: str
+    description: str  # the paragraph report.md prints above it
+    row_header: str
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[str, tuple[Cell, ...]], ...]
+    notes: tuple[str, ...] = field(default=())
+    show_n: bool = True
+
+    def best(self, index: int) -> str | None:
+        """The displayed mean that is best in column `index` (None when the column has no best)."""
+        column = self.columns[index]
+        means = [cell.mean for _, cells in self.rows if isinstance(cell := cells[index], Stat)]
+        if column.better is None or not means:
+            return None
+        return column.number(max(means) if column.better == "higher" else min(means))
+
+    def row_n(self, cells: Sequence[Cell]) -> int | None:
+        """The largest n among a row's statistics."""
+        counts = [cell.n for cell in cells if isinstance(cell, Stat)]
+        return max(counts) if counts else None
+
+
+def cell_text(cell: Cell, column: Column, row_n: int | None, pm: str = "±") -> str:
+    """A cell as text: `mean ± std` (just the mean for n = 1), `(n=k)` where k differs from the row's n."""
+    if cell is None:
+        return DASH
+    if isinstance(cell, str):
+        return cell
+    text = column.number(cell.mean) if cell.n < 2 else f"{column.number(cell.mean)} {pm} {column.number(cell.std)}"
+    return text if cell.n == row_n else f"{text} (n={cell.n})"
+
+
+def _is_best(table: Table, index: int, cell: Cell) -> bool:
+    best = table.best(index)
+    return best is not None and isinstance(cell, Stat) and table.columns[index].number(cell.mean) == best
+
+
+def _header(table: Table) -> list[str]:
+    return [table.row_header, *(["n"] if table.show_n else []), *(c.name for c in table.columns)]
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub pipe table, best value per column in bold, notes below."""
+
+    def escape(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    header = _header(table)
+    lines = [
+        "| " + " | ".join(escape(h) for h in header) + " |",
+        "|"
+        + "|".join([":--", *(["--:"] if table.show_n else []), *(":--" if c.wrap else "--:" for c in table.columns)])
+        + "|",
+    ]
+    for label, cells in table.rows:
+        row_n = table.row_n(cells)
+        texts = []
+        for index, (cell, column) in enumerate(zip(cells, table.columns, strict=True)):
+            text = escape(cell_text(cell, column, row_n))
+            texts.append(f"**{text}**" if _is_best(table, index, cell) else text)
+        n_cell = [str(row_n) if row_n is not None else DASH] if table.show_n else []
+        lines.append("| " + " | ".join([escape(label), *n_cell, *texts]) + " |")
+    lines += ["", *(f"{note}" for note in table.notes)] if table.notes else []
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "–": "--",
+    "µ": r"$\mu$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped and the few non-ASCII symbols we print mapped."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table` float with caption and label, best value per column in bold."""
+    spec = "l" + ("r" if table.show_n else "") + "".join("p{3cm}" if c.wrap else "r" for c in table.columns)
+    wide = len(table.columns) > WIDE_TABLE
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        *([r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"] if wide else []),
+        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\label{{tab:{table.key}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in _header(table)) + r" \\",
+        r"\midrule",
+    ]
+    for label, cells in table.rows:
+        row_n = table.row_n(cells)
+        texts = []
+        for index, (cell, column) in enumerate(zip(cells, table.columns, strict=True)):
+            text = latex_escape(cell_text(cell, column, row_n))
+            texts.append(rf"\textbf{{{text}}}" if _is_best(table, index, cell) else text)
+        n_cell = [str(row_n) if row_n is not None else "--"] if table.show_n else []
+        lines.append(" & ".join([latex_escape(label), *n_cell, *texts]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines += [r"\par\smallskip", r"\footnotesize " + latex_escape(" ".join(table.notes))]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """One row per table row; a statistics column becomes `<name> mean`, `<name> std`, `<name> n`.
+
+    Numbers are written in full precision; text cells go to the `mean` field, empty cells stay empty.
+    """
+    stat_columns = [any(isinstance(cells[i], Stat) for _, cells in table.rows) for i in range(len(table.columns))]
+    header = [table.row_header]
+    for column, has_stats in zip(table.columns, stat_columns, strict=True):
+        header += [f"{column.name} mean", f"{column.name} std", f"{column.name} n"] if has_stats else [column.name]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for label, cells in table.rows:
+        row: list[str] = [label]
+        for cell, has_stats in zip(cells, stat_columns, strict=True):
+            row += _csv_fields(cell) if has_stats else ["" if cell is None else str(cell)]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _csv_fields(cell: Cell) -> list[str]:
+    if isinstance(cell, Stat):
+        return [repr(cell.mean), "" if math.isnan(cell.std) else repr(cell.std), str(cell.n)]
+    return ["" if cell is None else cell, "", ""]

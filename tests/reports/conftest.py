@@ -1,0 +1,145 @@
+"""Report fixtures: the smoke sweep's report, and a small real MLflow store written run by run.
+
+The written store holds what a sweep with three final seeds would log (so standard deviations
+and paired intervals are defined), with one method stopped short of its final stage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.tracking import TrackedRun
+
+SEEDS = (1, 2, 3)
+REFERENCE_T = 2
+TIME_STEPS = (1, 2, 4)
+NOISE = {"gaussian": [0.1, 0.2], "salt_pepper": [0.05]}
+
+
+@pytest.fixture(scope="session")
+def smoke_report(smoke_sweep) -> Path:
+    """`report.md` of the session's smoke sweep, made as `harness sweep` makes it when it ends."""
+    from harness.cli import publish_sweep_report
+
+    plan, options, summary = smoke_sweep
+    report = publish_sweep_report(plan, options, summary["parent_run_id"])
+    assert report is not None
+    return report
+
+
+def _accuracy(method: str, seed: int, steps: int, offset: float = 0.0) -> float:
+    base = {"kd": 0.90, "direct": 0.86, "conversion": 0.70}[method]
+    per_seed = 0.015 if method == "kd" else 0.01  # so that KD - baseline differs between seeds
+    return round(base + per_seed * seed + 0.005 * steps - offset, 6)
+
+
+def _final_metrics(method: str, seed: int, steps: int) -> dict[str, float]:
+    clean = _accuracy(method, seed, steps)
+    metrics = {
+        "test_accuracy": clean,
+        "val_accuracy": clean + 0.01,
+        "firing_rate": 0.1 + 0.01 * seed,
+        "acs": 1000.0 * seed,
+        "macs": 500.0,
+        "synops": 1000.0 * seed + 500.0,
+        "energy_uj": 0.003 * seed,
+        "params": 20000.0,
+        "train_seconds": 2.0,
+    }
+    for kind, levels in NOISE.items():
+        for level in levels:
+            metrics[f"noise/{kind}/{level:g}"] = round(clean - level * (1.0 if method == "kd" else 1.5), 6)
+    for t in TIME_STEPS:
+        metrics[f"timestep/{t}"] = _accuracy(method, seed, t, offset=0.05)
+    if method == "kd":
+        metrics |= {"teacher_test_accuracy": 0.97 + 0.001 * seed, "teacher_params": 50000.0}
+    return metrics
+
+
+def _params(method: str, seed: int, steps: int, **extra: object) -> dict[str, str]:
+    return {
+        "method": method,
+        "seed": str(seed),
+        "snn.time_steps": str(steps),
+        "dataset.name": "digits",
+        "eval.reference_time_steps": str(REFERENCE_T),
+        "eval.time_steps": json.dumps(list(TIME_STEPS)),
+        "eval.noise": json.dumps(NOISE, sort_keys=True),
+        **{key: str(value) for key, value in extra.items()},
+    }
+
+
+def write_store(uri: str, experiment: str, with_conversion_finals: bool = False, reference_only: bool = False) -> None:
+    """A sweep-shaped experiment: KD and direct searched and retrained over SEEDS at every T (only at the
+    reference T, from one fixed-seed teacher, when `reference_only`); conversion searched (one trial failed)
+    and, unless asked, without final runs."""
+    parent = TrackedRun(uri, experiment, "sweep-synthetic", {"harness.role": "sweep", "harness.trial_id": "sweep"})
+    searched = {"kd": "kd.alpha,student.width", "direct": "student.width", "conversion": "conversion.levels"}
+    for method in ("kd", "direct", "conversion"):
+        for number, value in enumerate((0.2, 0.5, 0.8)):
+            tags = _tags(parent, method, "trial", f"{method}/trial/{number}") | {"harness.searched": searched[method]}
+            run = TrackedRun(uri, experiment, f"{method}-trial{number}", tags)
+            run.log_params(_params(method, 0, REFERENCE_T, **{"kd.alpha": value, "student.width": 8 * (number + 1)}))
+            run.log_metrics({"val_accuracy": 0.5 + value / 4, "train_seconds": 3.0}, step=1)
+            if number == 2 and method == "conversion":
+                run.finish("FAILED", "loss became NaN")
+                continue
+            if number == 0:
+                run.set_tags({"harness.pruned": "true"})
+            else:
+                run.log_metrics({"test_accuracy": 0.5 + value / 4})
+            run.finish("FINISHED")
+        if method == "conversion" and not with_conversion_finals:
+            continue
+        steps_list = (REFERENCE_T,) if method == "conversion" or reference_only else TIME_STEPS
+        teacher_seed = 0 if reference_only else None
+        for seed in SEEDS:
+            for steps in steps_list:
+                run = TrackedRun(
+                    uri, experiment, f"{method}-final-s{seed}-T{steps}",
+                    _tags(parent, method, "final", f"{method}/final/{seed}/{steps}"),
+                )  # fmt: skip
+                best = {"kd.alpha": 0.8, "student.width": 24, "teacher.seed": teacher_seed}
+                run.log_params(_params(method, seed, steps, **best))
+                run.log_metrics(_final_metrics(method, seed, steps))
+                run.finish("FINISHED")
+    parent.finish("FINISHED")
+
+
+def _tags(parent: TrackedRun, method: str, role: str, trial_id: str) -> dict[str, str]:
+    return {
+        "harness.role": role,
+        "harness.method": method,
+        "harness.trial_id": trial_id,
+        "mlflow.parentRunId": parent.run_id,
+    }
+
+
+@pytest.fixture(scope="session")
+def written_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store with experiments `partial` (conversion has no final runs), `complete` (it has), and
+    `reference-only` (complete, final stage at the reference T only, one teacher)."""
+    folder = tmp_path_factory.mktemp("written_store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    write_store(uri, "partial")
+    write_store(uri, "complete", with_conversion_finals=True)
+    write_store(uri, "reference-only", with_conversion_finals=True, reference_only=True)
+    return uri
+
+
+@pytest.fixture
+def read_csv() -> Callable[[Path], dict[str, dict[str, str]]]:
+    """`read_csv(path)`: a table's CSV as {row label: {column: text}}."""
+    import csv
+
+    def read(path: Path) -> dict[str, dict[str, str]]:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        first = next(iter(rows[0])) if rows else ""
+        return {row[first]: row for row in rows}
+
+    return read

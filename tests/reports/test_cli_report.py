@@ -1,0 +1,94 @@
+"""`harness report` through the real entry point: its output folder, bad input (exit 2), whole-or-nothing writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.tracking import TrackedRun
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_report_goes_to_runs_experiment_report_by_default(written_store: str, workdir: Path, capsys) -> None:
+    assert main(["report", "--experiment", "complete", "--tracking-uri", written_store]) == 0
+    report = workdir / "runs" / "complete" / "report" / "report.md"
+    assert report.exists()
+    assert str(report) in capsys.readouterr().out
+    assert "## Missing" not in report.read_text()
+
+
+def _single_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_an_unknown_experiment_is_bad_input(written_store: str, workdir: Path, capsys) -> None:
+    code = main(["report", "--experiment", "nope", "--tracking-uri", written_store, "--out", "out"])
+    assert code == 2
+    err = _single_error_line(capsys)
+    assert "no experiment 'nope'" in err and "partial" in err and "harness sweep --space FILE" in err
+    assert list(workdir.iterdir()) == []  # nothing written
+
+
+def test_a_missing_store_is_bad_input_and_is_not_created(workdir: Path, capsys) -> None:
+    assert main(["report", "--experiment", "x", "--tracking-uri", str(workdir / "none.db")]) == 2
+    assert "no MLflow store" in _single_error_line(capsys)
+    assert list(workdir.iterdir()) == []
+
+
+def test_an_experiment_without_final_runs_is_bad_input(workdir: Path, capsys) -> None:
+    uri = f"sqlite:///{workdir / 'train.db'}"
+    run = TrackedRun(uri, "trained", "kd-digits", {"harness.role": "trial", "harness.method": "kd"})
+    run.log_metrics({"test_accuracy": 0.9})
+    run.finish("FINISHED")
+    capsys.readouterr()  # MLflow's own log lines from creating the store
+    assert main(["report", "--experiment", "trained", "--tracking-uri", uri, "--out", "out"]) == 2
+    err = _single_error_line(capsys)
+    assert "no finished final-stage runs (tag harness.role=final" in err and "harness sweep --space FILE" in err
+    assert not (workdir / "out").exists()
+
+
+def test_an_experiment_without_finished_runs_is_bad_input(workdir: Path, capsys) -> None:
+    uri = f"sqlite:///{workdir / 'failed.db'}"
+    TrackedRun(uri, "broken", "kd-1", {"harness.role": "final", "harness.method": "kd"}).finish("FAILED", "NaN")
+    capsys.readouterr()
+    assert main(["report", "--experiment", "broken", "--tracking-uri", uri, "--out", "out"]) == 2
+    err = _single_error_line(capsys)
+    assert "no finished runs (1 runs: 1 FAILED)" in err and "--resume" in err
+    assert not (workdir / "out").exists()
+
+
+def test_a_failed_build_leaves_the_previous_report_whole(
+    written_store: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reports.build
+
+    assert main(["report", "--experiment", "partial", "--tracking-uri", written_store, "--out", "report"]) == 0
+    before = {p.relative_to(workdir): p.read_bytes() for p in (workdir / "report").rglob("*") if p.is_file()}
+
+    def broken(*_: object) -> list:
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(reports.build, "all_figures", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        main(["report", "--experiment", "complete", "--tracking-uri", written_store, "--out", "report"])
+    after = {p.relative_to(workdir): p.read_bytes() for p in (workdir / "report").rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in workdir.iterdir()] == ["report"]  # no temporary folder left beside it
+
+
+def test_a_rebuild_replaces_the_report(written_store: str, workdir: Path) -> None:
+    assert main(["report", "--experiment", "partial", "--tracking-uri", written_store, "--out", "report"]) == 0
+    (workdir / "report" / "stale.txt").write_text("from before")
+    assert main(["report", "--experiment", "complete", "--tracking-uri", written_store, "--out", "report"]) == 0
+    assert not (workdir / "report" / "stale.txt").exists()
+    assert "# Report: complete" in (workdir / "report" / "report.md").read_text()
+    assert [p.name for p in workdir.iterdir()] == ["report"]

@@ -1,0 +1,119 @@
+"""Tables over a written store with three final seeds: stds, paired intervals, a partial experiment."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from reports.build import build_report
+
+from .conftest import REFERENCE_T, SEEDS, TIME_STEPS
+
+
+@pytest.fixture(scope="module")
+def partial_report(written_store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(written_store, "partial", tmp_path_factory.mktemp("partial") / "report")
+
+
+@pytest.fixture(scope="module")
+def complete_report(written_store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(written_store, "complete", tmp_path_factory.mktemp("complete") / "report")
+
+
+def _metric(uri: str, experiment: str, method: str, steps: int, metric: str) -> dict[int, float]:
+    """`metric` per seed of the final runs of `method` trained at T = steps, read back from MLflow."""
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`harness.role` = 'final' and tags.`harness.method` = '{method}' and params.`snn.time_steps` = '{steps}'",
+    )
+    return {int(r.data.params["seed"]): r.data.metrics[metric] for r in runs}
+
+
+def test_cells_are_mean_and_sample_std_over_the_seeds(written_store: str, partial_report: Path, read_csv) -> None:
+    noise = read_csv(partial_report.parent / "tables" / "accuracy_vs_noise.csv")
+    for method in ("kd", "direct"):
+        for column, metric in (("clean", "test_accuracy"), ("gaussian 0.2", "noise/gaussian/0.2")):
+            values = list(_metric(written_store, "partial", method, REFERENCE_T, metric).values())
+            assert len(values) == len(SEEDS)
+            assert float(noise[method][f"{column} mean"]) == pytest.approx(statistics.fmean(values), abs=1e-12)
+            assert float(noise[method][f"{column} std"]) == pytest.approx(statistics.stdev(values), abs=1e-12)
+            assert noise[method][f"{column} n"] == "3"
+    steps = read_csv(partial_report.parent / "tables" / "accuracy_vs_time_steps.csv")
+    for t in TIME_STEPS:
+        values = list(_metric(written_store, "partial", "kd", t, "test_accuracy").values())
+        assert float(steps["kd"][f"T={t} mean"]) == pytest.approx(statistics.fmean(values), abs=1e-12)
+
+
+def test_markdown_shows_mean_pm_std_with_n_and_bolds_the_best(partial_report: Path) -> None:
+    markdown = (partial_report.parent / "tables" / "accuracy_vs_noise.md").read_text()
+    kd_row = next(line for line in markdown.splitlines() if line.startswith("| kd |"))
+    assert kd_row.startswith("| kd | 3 | ") and " ± " in kd_row
+    direct_row = next(line for line in markdown.splitlines() if line.startswith("| direct |"))
+    assert "**" in kd_row.split("|", 4)[4] and "**" not in direct_row  # KD is best under every noise here
+    assert markdown.count("**") // 2 == 4  # teacher clean + kd under three noises
+    latex = (partial_report.parent / "tables" / "accuracy_vs_noise.tex").read_text()
+    assert r"\toprule" in latex and r"\textbf{" in latex and r"$\pm$" in latex and "salt\\_pepper" in latex
+
+
+def test_significance_is_a_paired_t_interval_over_the_seeds(written_store: str, complete_report: Path) -> None:
+    import csv
+
+    with (complete_report.parent / "tables" / "significance.csv").open(encoding="utf-8") as handle:
+        rows = {(r["comparison"], r["measure"]): r for r in csv.DictReader(handle)}
+    kd = _metric(written_store, "complete", "kd", REFERENCE_T, "test_accuracy")
+    direct = _metric(written_store, "complete", "direct", REFERENCE_T, "test_accuracy")
+    deltas = [kd[s] - direct[s] for s in SEEDS]
+    half = stats.t.ppf(0.975, len(deltas) - 1) * statistics.stdev(deltas) / len(deltas) ** 0.5
+    row = rows[("kd vs direct", "clean")]
+    assert row["test"] == "paired t (n=3)"
+    assert float(row["difference"]) == pytest.approx(statistics.fmean(deltas), abs=1e-4)
+    low, high = (float(x) for x in row["95% CI"].strip("[]").split(","))
+    assert low == pytest.approx(statistics.fmean(deltas) - half, abs=1e-4)
+    assert high == pytest.approx(statistics.fmean(deltas) + half, abs=1e-4)
+    assert ("kd vs conversion", "salt_pepper 0.05") in rows
+
+
+def test_a_partial_experiment_renders_what_exists_and_says_what_is_missing(partial_report: Path, read_csv) -> None:
+    index = partial_report.read_text()
+    assert "## Missing" in index
+    assert "`conversion` has no finished final runs (3 search trials, 1 failed)" in index
+    noise = read_csv(partial_report.parent / "tables" / "accuracy_vs_noise.csv")
+    assert set(noise) == {"teacher (ANN)", "kd", "direct"}
+    search = read_csv(partial_report.parent / "tables" / "search_summary.csv")
+    assert (search["conversion"]["trials"], search["conversion"]["pruned"], search["conversion"]["failed"]) == (
+        "3",
+        "1",
+        "1",
+    )
+    assert search["kd"]["best configuration"] == "kd.alpha=0.8, student.width=24"  # the tag's dims, in its order
+    for key in ("accuracy_vs_noise", "accuracy_vs_time_steps", "search"):
+        assert (partial_report.parent / "figures" / f"{key}.png").exists()
+
+
+def test_the_teacher_row_says_what_was_not_logged(partial_report: Path, read_csv) -> None:
+    efficiency = read_csv(partial_report.parent / "tables" / "efficiency.csv")
+    assert efficiency["teacher (ANN)"]["MACs mean"] == "not logged"  # the written runs log no teacher_macs
+    assert float(efficiency["teacher (ANN)"]["params mean"]) == 50000.0
+
+
+def test_a_final_stage_at_the_reference_t_only_reads_t_off_the_curve(
+    written_store: str, tmp_path: Path, read_csv
+) -> None:
+    report = build_report(written_store, "reference-only", tmp_path / "report")
+    assert "## Missing" not in report.read_text()  # no T is missing: the sweep trained only the reference T
+    steps = read_csv(report.parent / "tables" / "accuracy_vs_time_steps.csv")
+    for t in TIME_STEPS:
+        metric = "test_accuracy" if t == REFERENCE_T else f"timestep/{t}"  # trained at the reference T itself
+        curve = list(_metric(written_store, "reference-only", "kd", REFERENCE_T, metric).values())
+        assert float(steps["kd"][f"T={t} mean"]) == pytest.approx(statistics.fmean(curve), abs=1e-12)
+        assert steps["kd"][f"T={t} n"] == str(len(SEEDS))
+    text = report.read_text()
+    assert f"Read off the final runs at the reference T = {REFERENCE_T}" in text and "kd at T=1" in text
+    noise = read_csv(report.parent / "tables" / "accuracy_vs_noise.csv")
+    assert noise["teacher (ANN)"]["clean n"] == "1"  # one fixed-seed teacher, not one per student seed
