@@ -192,6 +192,15 @@ class MlflowTrialCallback(tune.Callback):
     def trial_key(self, trial: Any) -> str:
         return f"{self.sweep_id}/{self.role}/{self.method}/{trial.trial_id}"
 
+    def run_name(self, trial: Any) -> str:
+        """`kd-trial-<id>` for search trials, `kd-final-T4-s1` for final runs (T and seed in the name,
+        so the UI's run list reads as the report's rows)."""
+        if self.role != "final":
+            return f"{self.method}-{self.role}-{trial.trial_id}"
+        config = {**self.base, **trial.config}
+        steps = f"-T{config['snn.time_steps']}" if "snn" in METHODS.get(self.method).sections else ""
+        return f"{self.method}-final{steps}-s{config['seed']}"
+
     def _run(self, trial: Any) -> TrackedRun:
         key = self.trial_key(trial)
         if key not in self.runs:
@@ -201,7 +210,7 @@ class MlflowTrialCallback(tune.Callback):
                 "harness.trial_id": key,
                 "mlflow.parentRunId": self.parent_run_id,
             }
-            run = TrackedRun.find_or_create(self.tracking_uri, self.experiment, f"{self.method}-{trial.trial_id}", tags)
+            run = TrackedRun.find_or_create(self.tracking_uri, self.experiment, self.run_name(trial), tags)
             logged = run.params
             params = {**self.base, **trial.config}
             run.log_params({k: param_value(v) for k, v in params.items() if k not in logged})
