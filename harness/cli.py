@@ -15,7 +15,7 @@ from harness.config import load_space, parse_override, resolve_trial_config
 from harness.errors import HarnessInputError, TrialFailed
 
 if TYPE_CHECKING:
-    from harness.sweep import SweepOptions, SweepPlan
+    from harness.sweep import SweepOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -197,7 +197,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     summary = run_sweep(plan, options, log=lambda message: print(message, file=sys.stderr, flush=True))
     for method, outcome in summary["methods"].items():
         print(f"{method}: {outcome['trials']} trials; best {outcome['best']}")
-    report = publish_sweep_report(plan, options, summary["parent_run_id"])
+    report = publish_sweep_report(options, summary["parent_run_id"])
     print(
         f"\nMLflow: experiment {options.experiment!r} at {options.tracking_uri} (parent run {summary['parent_run_id']})"
     )
@@ -207,29 +207,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def tag_searched_dims(tracking_uri: str, parent_run_id: str, dims: dict[str, list[str]]) -> None:
-    """Tags each trial run of a sweep with `harness.searched` (its method's searched dims, comma-separated).
-
-    The MLflow UI can then filter and group a compare view by it; `harness report` reads it.
-    """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    trials = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`harness.role` = 'trial'",
-        max_results=50_000,
-    )
-    for run in trials:
-        searched = ",".join(dims.get(run.data.tags.get("harness.method", ""), []))
-        if run.data.tags.get("harness.searched") != searched:
-            client.set_tag(run.info.run_id, "harness.searched", searched)
-
-
-def publish_sweep_report(plan: SweepPlan, options: SweepOptions, parent_run_id: str) -> Path | None:
-    """What `harness sweep` does after the sweep: tags the trial runs with their searched dims, builds
-    the report into `<storage>/<experiment>/report` and logs it as artifacts (`report/`) of the parent run.
+def publish_sweep_report(options: SweepOptions, parent_run_id: str) -> Path | None:
+    """What `harness sweep` does after the sweep: builds the report into `<storage>/<experiment>/report`
+    and logs it as artifacts (`report/`) of the parent run.
 
     Returns:
         The path of `report.md`, or None when the experiment has no final runs to report
@@ -239,7 +219,6 @@ def publish_sweep_report(plan: SweepPlan, options: SweepOptions, parent_run_id: 
 
     from reports.build import build_report, default_report_dir
 
-    tag_searched_dims(options.tracking_uri, parent_run_id, {p.method: list(p.dims) for p in plan.methods})
     try:
         report = build_report(
             options.tracking_uri, options.experiment, default_report_dir(options.experiment, options.storage)

@@ -25,6 +25,7 @@ from typing import Any
 
 import optuna
 import torch
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from harness.config import (
@@ -181,6 +182,7 @@ class MlflowTrialCallback(tune.Callback):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.parent_run_id, self.sweep_id, self.role = parent_run_id, sweep_id, role
         self.method, self.base = plan.method, plan.base
+        self.searched = ",".join(plan.dims)  # the tag `harness.searched`: compare views group by it
         self.epochs = int(plan.base["train.epochs"])
         self.runs: dict[str, TrackedRun] = {}
         self.nodes: dict[str, str] = {}  # trial id -> the Ray node id last tagged
@@ -210,12 +212,23 @@ class MlflowTrialCallback(tune.Callback):
                 "harness.trial_id": key,
                 "mlflow.parentRunId": self.parent_run_id,
             }
+            if self.role == "trial":
+                tags["harness.searched"] = self.searched
             run = TrackedRun.find_or_create(self.tracking_uri, self.experiment, self.run_name(trial), tags)
             logged = run.params
             params = {**self.base, **trial.config}
             run.log_params({k: param_value(v) for k, v in params.items() if k not in logged})
             self.runs[key] = run
         return self.runs[key]
+
+    def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
+        """Adds tags to the run of Tune trial `trial_id` of this stage (found by `harness.trial_id`)."""
+        client = MlflowClient(self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.experiment)
+        key = f"{self.sweep_id}/{self.role}/{self.method}/{trial_id}"  # as trial_key()
+        for run in client.search_runs([experiment.experiment_id], f"tags.`harness.trial_id` = '{key}'"):
+            for name, value in tags.items():
+                client.set_tag(run.info.run_id, name, value)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
         self._run(trial)
@@ -343,6 +356,13 @@ def final_seeds(space: SpaceFile, base_seed: int) -> list[int]:
 
 def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
     """The sampled values of the best trial that ran every epoch (else the best of all)."""
+    found = best_result(results, metric, mode)
+    return None if found is None else dict(found.config)
+
+
+def best_result(results: Any, metric: str, mode: str) -> Any | None:
+    """The Tune result of the best trial that ran every epoch (else the best of all); ties keep
+    the earliest."""
     best = None
     for result in results:
         if (
@@ -355,8 +375,8 @@ def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
         complete = "test_accuracy" in result.metrics
         key = (complete, result.metrics[metric] if mode == "max" else -result.metrics[metric])
         if best is None or key > best[0]:
-            best = (key, result.config)
-    return None if best is None else dict(best[1])
+            best = (key, result)
+    return None if best is None else best[1]
 
 
 @dataclass(frozen=True)
@@ -507,7 +527,10 @@ def _sweep_method(
     ).fit()
     expected = plan.space.search.num_samples if method_plan.dims else 1
     _stop_if_interrupted(search_dir, expected)
-    best = best_config(results, plan.space.search.metric, plan.space.search.mode)
+    chosen = best_result(results, plan.space.search.metric, plan.space.search.mode)
+    best = None if chosen is None else dict(chosen.config)
+    if chosen is not None:  # the report names the configuration the final stage retrains
+        search_cb.tag_trial(str(chosen.metrics["trial_id"]), {"harness.best": "true"})
     log(f"{method_plan.method}: {len(results)} trials searched; best {best}")
     outcome = {"trials": len(results), "best": best}
     if best is None or plan.space.search.final_repeats == 0:

@@ -199,10 +199,14 @@ def _teacher_efficiency(teacher: pd.DataFrame, key: str) -> Cell:
 
 
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The finished trial with the best final `val_accuracy`, complete trials (not pruned) first.
-
-    The same order as the sweep's choice of the configuration it retrains.
+    """The trial whose configuration the final stage retrained: the one the sweep tagged
+    `harness.best=true`; else the finished trial with the best final `val_accuracy`, complete
+    trials (not pruned) first (the sweep's rule).
     """
+    if "tags.harness.best" in trials.columns:
+        tagged = trials[trials["tags.harness.best"] == "true"]
+        if not tagged.empty:
+            return tagged.iloc[0]
     finished = trials[trials["status"] == "FINISHED"]
     if "metrics.val_accuracy" not in finished.columns:
         return None

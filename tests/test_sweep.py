@@ -87,6 +87,8 @@ def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
         best = summary["methods"][method]["best"]
         steps = final_time_steps(by_method[method], plan.space, best)
         assert len(finals) == len(steps) * plan.space.search.final_repeats
+        (chosen,) = [r for r in trials if r.data.tags.get("harness.best") == "true"]  # tagged for the report
+        assert all(chosen.data.params[key] == str(value) for key, value in best.items())
         if "snn.time_steps" in best:  # the configuration the search chose is itself retrained
             assert str(best["snn.time_steps"]) in {r.data.params["snn.time_steps"] for r in finals}
         for run in trials + finals:

@@ -26,7 +26,7 @@ def smoke_report(smoke_sweep) -> Path:
     from harness.cli import publish_sweep_report
 
     plan, options, summary = smoke_sweep
-    report = publish_sweep_report(plan, options, summary["parent_run_id"])
+    report = publish_sweep_report(options, summary["parent_run_id"])
     assert report is not None
     return report
 
