@@ -24,7 +24,9 @@ def build_student(ctx: TrialContext) -> SpikingNetwork:
         surrogate_alpha=snn.surrogate_alpha,
         detach_reset=snn.detach_reset,
     )
-    return network_for(ctx, ctx.config.student, lif)
+    student = network_for(ctx, ctx.config.student, lif)
+    student.checkpoint_activations = ctx.config.train.checkpoint_activations
+    return student
 
 
 class StudentMethod(Method):

@@ -7,6 +7,10 @@ repeated T times (direct encoding), which saves T-1 stem convolutions per sample
 
 Input sizes: a 3x3 stride-1 stem serves 8x8 (digits), 28x28 (MNIST) and 32x32 (CIFAR); a
 downsampling step is skipped once the feature map is 1x1, so deep networks also fit 8x8.
+
+`checkpoint_activations = True` on a network recomputes each checkpoint unit (a residual
+block, a VGG block) in the backward pass instead of storing its activations
+(`harness.models.recompute`): less BPTT memory, one more forward pass per training step.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import Tensor, nn
 
 from harness.errors import HarnessInputError
+from harness.models.recompute import run_recomputed
 from harness.registry import Registry
 
 ActivationFactory = Callable[[], nn.Module]
@@ -41,6 +47,8 @@ class SpikingNetwork(nn.Module):
     stem_act: nn.Module
     body: nn.ModuleDict
     classifier: nn.Linear
+    checkpoint_activations: bool = False
+    """Recompute each unit of `checkpoint_units` in the backward pass (training only)."""
 
     def __init__(self, in_channels: int, width: int, activation: ActivationFactory) -> None:
         super().__init__()
@@ -64,12 +72,23 @@ class SpikingNetwork(nn.Module):
         h = self.stem_act(stem.expand(time_steps, *stem.shape[1:]).contiguous())
         features: dict[str, Tensor] = {}
         for name, stage in self.body.items():
-            h = stage(h)
+            h = self._run_stage(stage, h)
             features[name] = h
         pooled = h.mean(dim=(-2, -1))
         features["pool"] = pooled
         logits = self.classifier(pooled)
         return (logits, features) if return_features else logits
+
+    def _run_stage(self, stage: nn.Module, h: Tensor) -> Tensor:
+        if not (self.checkpoint_activations and self.training and torch.is_grad_enabled()):
+            return stage(h)
+        for unit in self.checkpoint_units(stage):
+            h = run_recomputed(unit, h)
+        return h
+
+    def checkpoint_units(self, stage: nn.Module) -> list[nn.Module]:
+        """The modules of a stage that `checkpoint_activations` recomputes one at a time."""
+        return [stage]
 
     def feature_channels(self) -> dict[str, int]:
         """Channel count of each feature tap (for KD adapters)."""
@@ -132,6 +151,10 @@ class ResNet(SpikingNetwork):
         self.body = nn.ModuleDict(stages)
         self.tap_channels = {name: width * 2**k for k, name in enumerate(stages)}
         self.classifier = nn.Linear(c_in, num_classes)
+
+    def checkpoint_units(self, stage: nn.Module) -> list[nn.Module]:
+        """Each residual block of the stage."""
+        return list(stage)
 
 
 # Standard VGG convolution layouts in units of 64 channels; "M" is a 2x2 pooling.

@@ -1,0 +1,309 @@
+"""Sweep efficiency: how much of a sweep's slot time goes into trials, and where the rest goes.
+
+Runs a real sweep (`harness.sweep.plan_sweep` + `run_sweep`, local Ray, a fresh SQLite
+MLflow store in a temporary folder) and reads back:
+
+* per-trial compute: Ray Tune's `time_total_s` of each trial of every `search-<method>` and
+  `final-<method>` experiment (everything the trainable does: data, model, epochs,
+  validation, final evaluation, checkpoint writes);
+* per-trial lifetime on the driver: the MLflow run's start to end (the callback opens it
+  when Tune starts the trial and closes it when Tune reports it complete);
+* the training alone: the trial's `train_seconds` metric.
+
+`utilization = sum(time_total_s) / (wall of the search and final stages x slots)`, slots =
+min(search.max_concurrent, CPUs / resources.cpu). The slot time not used is split into time
+with no trial running (between stages: Tuner setup, searcher, results) and time with fewer
+trials than slots (a stage's tail, or a trial start in progress). Overheads per trial:
+Ray/Tune = MLflow lifetime - time_total_s; in the trainable = time_total_s - train_seconds.
+Teacher cache: teachers trained by the sweep against trials that use a teacher.
+
+    python benchmarks/sweep_efficiency.py --quick    # search_spaces/smoke.yaml (digits)
+    python benchmarks/sweep_efficiency.py            # search_spaces/kd.yaml (hours on 2 cores)
+    python benchmarks/sweep_efficiency.py --space search_spaces/kd.yaml --set train.epochs=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import sys
+import tempfile
+import time
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import yaml
+from benchlib import REPO, fmt, machine, median, save_results, set_threads, table
+
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+DEFAULT = REPO / "search_spaces" / "kd.yaml"
+
+
+def record_fits(stages: list[dict[str, Any]]) -> None:
+    """Wraps `tune.Tuner.fit` to record each stage's name, start and end (sweep.py unchanged)."""
+    from ray import tune
+
+    fit = tune.Tuner.fit
+
+    def timed_fit(self: Any) -> Any:
+        name = self._local_tuner.get_run_config().name if self._local_tuner else "?"
+        stage = {"name": name, "start": time.time()}
+        try:
+            return fit(self)
+        finally:
+            stage["end"] = time.time()
+            stages.append(stage)
+
+    tune.Tuner.fit = timed_fit  # type: ignore[method-assign]
+
+
+def run(space: Path, folder: Path, cpus: int, overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Runs the sweep of `space` under `folder`; returns its summary and stage timestamps."""
+    import ray
+
+    from harness.sweep import SweepOptions, plan_sweep, run_sweep
+
+    plan = plan_sweep(space, overrides)
+    options = SweepOptions(
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", experiment=plan.space.name, storage=folder / "runs"
+    )
+    marks: dict[str, float] = {}
+
+    def log(message: str) -> None:
+        if message.startswith("teacher stage"):
+            marks["teachers_done"] = time.time()
+
+    stages: list[dict[str, Any]] = []
+    record_fits(stages)
+    started = time.time()
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    marks["ray_ready"] = time.time()
+    try:
+        summary = run_sweep(plan, options, log)
+    finally:
+        ended = time.time()
+        ray.shutdown()
+    marks.setdefault("teachers_done", marks["ray_ready"])
+    return {"plan": plan, "options": options, "summary": summary, "started": started, "ended": ended,
+            "stages": stages, **marks}  # fmt: skip
+
+
+def tune_trials(storage: Path, name: str) -> dict[str, dict[str, Any]]:
+    """`time_total_s` and status of every Tune trial of the sweep, keyed `<role>/<method>/<trial_id>`."""
+    from ray.tune import ExperimentAnalysis
+
+    trials: dict[str, dict[str, Any]] = {}
+    for folder in sorted((storage / name).glob("*-*")):
+        role, _, method = folder.name.partition("-")
+        if role not in ("search", "final") or not folder.is_dir():
+            continue
+        for trial in ExperimentAnalysis(str(folder)).trials:
+            last = trial.last_result or {}
+            key = f"{'trial' if role == 'search' else 'final'}/{method}/{trial.trial_id}"
+            trials[key] = {"time_total_s": float(last.get("time_total_s", 0.0)), "status": trial.status}
+    return trials
+
+
+def mlflow_runs(tracking_uri: str, experiment: str) -> dict[str, dict[str, Any]]:
+    """Start, end and `train_seconds` of every trial/final MLflow run, keyed like `tune_trials`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs: dict[str, dict[str, Any]] = {}
+    for r in client.search_runs([exp.experiment_id], max_results=5000):
+        role = r.data.tags.get("harness.role")
+        if role not in ("trial", "final"):
+            continue
+        _, role_, method, trial_id = r.data.tags["harness.trial_id"].split("/")
+        runs[f"{role_}/{method}/{trial_id}"] = {
+            "start": r.info.start_time / 1000,
+            "end": (r.info.end_time or r.info.start_time) / 1000,
+            "train_seconds": r.data.metrics.get("train_seconds", float("nan")),
+            "pruned": r.data.tags.get("harness.pruned") == "true",
+        }
+    return runs
+
+
+def idle_split(intervals: list[tuple[float, float]], start: float, end: float, slots: int) -> dict[str, float]:
+    """Unused slot-seconds in [start, end]: with no trial running, and with fewer than `slots`."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running, last, none, partial = 0, start, 0.0, 0.0
+    for moment, step in [*events, (end, 0)]:
+        span = max(0.0, min(moment, end) - max(last, start))
+        if running == 0:
+            none += span * slots
+        elif running < slots:
+            partial += span * (slots - running)
+        running, last = running + step, max(last, moment)
+    return {"no_trial_running": none, "fewer_trials_than_slots": partial}
+
+
+def analyse(outcome: dict[str, Any], cpus: int) -> dict[str, Any]:
+    """Utilization, overheads and the teacher-cache saving of a finished sweep."""
+    plan, options = outcome["plan"], outcome["options"]
+    space = plan.space
+    slots = int(min(space.search.max_concurrent, cpus // max(space.resources.cpu, 1e-9)))
+    tune = tune_trials(options.storage.resolve(), space.name)
+    runs = mlflow_runs(options.tracking_uri, options.experiment)
+    keys = sorted(set(tune) & set(runs))
+    compute = sum(tune[k]["time_total_s"] for k in keys)
+    wall = outcome["ended"] - outcome["teachers_done"]
+    ray_overhead = [runs[k]["end"] - runs[k]["start"] - tune[k]["time_total_s"] for k in keys]
+    in_trainable = [tune[k]["time_total_s"] - runs[k]["train_seconds"] for k in keys]
+    intervals = [(runs[k]["start"], runs[k]["end"]) for k in keys]
+    stages = stage_breakdown(outcome["stages"], tune, runs, outcome["ended"])
+    teacher_trials = sum(1 for k in keys if "teacher" in _sections(k.split("/")[1]))
+    return {
+        "space": plan.source,
+        "slots": slots,
+        "trials": len(keys),
+        "pruned": sum(runs[k]["pruned"] for k in keys),
+        "wall_s": {
+            "total": outcome["ended"] - outcome["started"],
+            "ray_start": outcome["ray_ready"] - outcome["started"],
+            "teacher_stage": outcome["teachers_done"] - outcome["ray_ready"],
+            "search_and_final": wall,
+        },
+        "trial_compute_s": compute,
+        "utilization": compute / (wall * slots),
+        "lifetime_utilization": sum(e - s for s, e in intervals) / (wall * slots),
+        "idle_slot_s": idle_split(intervals, outcome["teachers_done"], outcome["ended"], slots),
+        "per_trial_overhead_s": {
+            "ray_tune_mlflow_median": median(ray_overhead),
+            "ray_tune_mlflow_total": sum(ray_overhead),
+            "in_trainable_median": median(in_trainable),
+        },
+        "stages": stages,
+        "projection": projection(tune, runs, stages, slots),
+        "teachers_trained": outcome["summary"]["teachers_trained"],
+        "trials_using_a_teacher": teacher_trials,
+    }
+
+
+def stage_breakdown(stages: list[dict[str, Any]], tune: dict, runs: dict, ended: float) -> list[dict[str, Any]]:
+    """Per Tune experiment: wall, trial compute, start-up before its first trial, wind-down
+    after its last, and the driver's time before the next experiment starts."""
+    rows = []
+    for i, stage in enumerate(stages):
+        role, _, method = stage["name"].partition("-")
+        prefix = f"{'trial' if role == 'search' else 'final'}/{method}/"
+        keys = [k for k in runs if k.startswith(prefix) and k in tune]
+        starts, ends = [runs[k]["start"] for k in keys], [runs[k]["end"] for k in keys]
+        following = stages[i + 1]["start"] if i + 1 < len(stages) else ended
+        rows.append({
+            "stage": stage["name"],
+            "trials": len(keys),
+            "wall_s": stage["end"] - stage["start"],
+            "compute_s": sum(tune[k]["time_total_s"] for k in keys),
+            "to_first_trial_s": (min(starts) - stage["start"]) if starts else float("nan"),
+            "after_last_trial_s": (stage["end"] - max(ends)) if ends else float("nan"),
+            "driver_before_next_s": following - stage["end"],
+        })  # fmt: skip
+    return rows
+
+
+def list_schedule(durations: list[float], slots: int) -> float:
+    """Makespan of greedy list scheduling: each job in order goes to the first free slot."""
+    free = [0.0] * slots
+    for duration in durations:
+        heapq.heapreplace(free, free[0] + duration)
+    return max(free)
+
+
+def projection(tune: dict, runs: dict, stages: list[dict[str, Any]], slots: int) -> dict[str, float]:
+    """A model, fed with this sweep's measured trial times and stage start-up, of the wall time
+    of (a) the stage structure as run (validates the model against the measured wall) and
+    (b) the proposal: one Tune experiment for every method's search (methods interleaved) and
+    one for every final run, longest first."""
+    by_stage: dict[str, list[tuple[float, float]]] = {}
+    for key in set(tune) & set(runs):
+        role, method, _ = key.split("/")
+        by_stage.setdefault(f"{role}/{method}", []).append((runs[key]["start"], tune[key]["time_total_s"]))
+    startup = median([st["to_first_trial_s"] for st in stages if st["to_first_trial_s"] == st["to_first_trial_s"]])
+    ordered = {name: [d for _, d in sorted(jobs)] for name, jobs in by_stage.items()}
+    as_run = sum(startup + list_schedule(jobs, slots) for jobs in ordered.values())
+    searches = [ordered[name] for name in ordered if name.startswith("trial/")]
+    interleaved_search = [job for group in zip_longest(*searches) for job in group if job is not None]
+    finals = sorted((d for name, jobs in ordered.items() if name.startswith("final/") for d in jobs), reverse=True)
+    merged = 2 * startup + list_schedule(interleaved_search, slots) + list_schedule(finals, slots)
+    compute = sum(d for jobs in ordered.values() for d in jobs)
+    return {
+        "stage_startup_s": startup,
+        "model_wall_as_run_s": as_run,
+        "model_wall_two_stages_s": merged,
+        "projected_utilization_two_stages": compute / (slots * merged) if merged else float("nan"),
+    }
+
+
+def _sections(method: str) -> frozenset[str]:
+    from harness.methods import METHODS
+
+    return METHODS.get(method).sections
+
+
+def report(result: dict[str, Any]) -> str:
+    """The Markdown summary of one sweep."""
+    w, idle, over = result["wall_s"], result["idle_slot_s"], result["per_trial_overhead_s"]
+    rows = [
+        ["trials (pruned)", f"{result['trials']} ({result['pruned']})"],
+        ["slots", result["slots"]],
+        ["wall: Ray start / teacher stage / search+final (s)",
+         f"{fmt(w['ray_start'], 1)} / {fmt(w['teacher_stage'], 1)} / {fmt(w['search_and_final'], 1)}"],
+        ["sum of trial compute time_total_s (s)", fmt(result["trial_compute_s"], 1)],
+        ["**utilization**", f"**{fmt(result['utilization'], 3)}**"],
+        ["slot time inside trial lifetimes", fmt(result["lifetime_utilization"], 3)],
+        ["unused slot-s: no trial running / fewer trials than slots",
+         f"{fmt(idle['no_trial_running'], 1)} / {fmt(idle['fewer_trials_than_slots'], 1)}"],
+        ["per-trial Ray+Tune+MLflow overhead, median (s)", fmt(over["ray_tune_mlflow_median"], 2)],
+        ["per-trial in-trainable time beyond train epochs, median (s)", fmt(over["in_trainable_median"], 2)],
+        ["teachers trained / trials using a teacher",
+         f"{result['teachers_trained']} / {result['trials_using_a_teacher']}"],
+    ]  # fmt: skip
+    stage_rows = [[st["stage"], st["trials"], fmt(st["wall_s"], 1), fmt(st["compute_s"], 1),
+                   fmt(st["to_first_trial_s"], 1), fmt(st["after_last_trial_s"], 1), fmt(st["driver_before_next_s"], 1)]
+                  for st in result["stages"]]  # fmt: skip
+    stage_headers = ["stage", "trials", "wall s", "trial compute s", "to first trial s", "after last trial s",
+                     "driver before next s"]  # fmt: skip
+    proj = result["projection"]
+    model_rows = [
+        ["stage start-up (median, s)", fmt(proj["stage_startup_s"], 1)],
+        ["model: wall as run (s; compare with the measured search+final wall)", fmt(proj["model_wall_as_run_s"], 1)],
+        ["model: one search + one final experiment, finals longest first (s)", fmt(proj["model_wall_two_stages_s"], 1)],
+        ["model: utilization with two experiments", fmt(proj["projected_utilization_two_stages"], 3)],
+    ]
+    return "\n\n".join(
+        [table(["sweep", "value"], rows), table(stage_headers, stage_rows), table(["projection", "value"], model_rows)]
+    )
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`key=value` pairs, values read as YAML."""
+    return [(k, yaml.safe_load(v)) for k, _, v in (item.partition("=") for item in items)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="search_spaces/smoke.yaml instead of kd.yaml")
+    parser.add_argument("--space", type=Path, help="search-space file (overrides --quick's choice)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    space = args.space or (SMOKE if args.quick else DEFAULT)
+    set_threads(1)  # the driver; trials set their own threads from resources.cpu
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        outcome = run(space, Path(tmp), args.cpus, parse_overrides(args.overrides))
+        result = analyse(outcome, args.cpus)
+    result["overrides"] = args.overrides
+    path = save_results("sweep_efficiency" + ("_quick" if args.quick else ""), result, args.out)
+    print(report(result))
+    print(f"machine: {machine()['cpu']}; results: {path}")
+    print(f"utilization={result['utilization']:.3f}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
