@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     time_axis, depth_axis = ([1, 4], []) if args.quick else ([1, 2, 4, 8], [8, 14, 20])
     if args.quick:
-        args.batches, args.repeats, args.dataset = 1, 3, "digits"
+        args.batches, args.repeats, args.dataset = 1, 2, "digits"
     args.width, args.amp, args.device = 16, "none", "cpu"
     setup = make_setup(args)
     series: dict[str, list[dict[str, Any]]] = {"T": [], "depth": []}

@@ -1,10 +1,11 @@
 """Evaluation cost: the time-step curve from one run against one run per T, and a trial's
 full final evaluation (clean test set, op counting, every noise level).
 
-The student is the default space's (`search_spaces/kd.yaml`: ResNet-8, width 16, T=4,
-mnist-5k) straight from initialisation: evaluation does the same dense work whatever the
-weights, so timings do not depend on training (accuracies here are meaningless and not
-reported). Each figure is the median of interleaved repeats.
+The student, data and `eval` block are the default space's (`search_spaces/kd.yaml`'s
+`fixed` values), as a direct-training trial (no teacher needed), straight from
+initialisation: evaluation does the same dense work whatever the weights, so timings do not
+depend on training (accuracies here are meaningless and not reported). Each figure is the
+median of interleaved repeats.
 
 * `timestep_curve_speedup` = (sum over T of `eval.time_steps` of one `predict_steps` run at T
   + its accuracy) / (one `predict_steps` run at T_max + `cumulative_accuracy`); the two
@@ -14,7 +15,7 @@ reported). Each figure is the median of interleaved repeats.
   the time of one training epoch.
 
     python benchmarks/eval_cost.py --quick     # digits, eval.time_steps [1, 2, 4, 8], two noise levels
-    python benchmarks/eval_cost.py             # kd.yaml's eval block: T up to 32, 8 noise levels
+    python benchmarks/eval_cost.py             # kd.yaml's data, student and eval block
 """
 
 from __future__ import annotations

@@ -59,6 +59,25 @@ def record_fits(stages: list[dict[str, Any]]) -> None:
     tune.Tuner.fit = timed_fit  # type: ignore[method-assign]
 
 
+def light_trainable() -> None:
+    """The proposal's first step, measured without editing harness/sweep.py: `run_trial`'s own
+    code, but shipped to the workers by value, so that a trial actor imports only what the
+    trial uses (harness.config, torch, ...) instead of the whole `harness.sweep` module (MLflow,
+    Optuna, Tune's search code), as it would from a module of its own."""
+    import types
+
+    import cloudpickle
+
+    import harness.sweep as sweep
+
+    fn = sweep.run_trial
+    light = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    light.__kwdefaults__ = fn.__kwdefaults__
+    light.__module__ = "light_trainable_by_value"  # not importable: cloudpickle ships it by value
+    cloudpickle.dumps(light)  # fails here, not in a worker, if it cannot travel
+    sweep.run_trial = light
+
+
 def run(space: Path, folder: Path, cpus: int, overrides: list[tuple[str, Any]]) -> dict[str, Any]:
     """Runs the sweep of `space` under `folder`; returns its summary and stage timestamps."""
     import ray
@@ -178,6 +197,7 @@ def analyse(outcome: dict[str, Any], cpus: int) -> dict[str, Any]:
         },
         "stages": stages,
         "projection": projection(tune, runs, stages, slots),
+        "trials_detail": {k: {**runs[k], "time_total_s": tune[k]["time_total_s"]} for k in keys},
         "teachers_trained": outcome["summary"]["teachers_trained"],
         "trials_using_a_teacher": teacher_trials,
     }
@@ -215,9 +235,10 @@ def list_schedule(durations: list[float], slots: int) -> float:
 
 def projection(tune: dict, runs: dict, stages: list[dict[str, Any]], slots: int) -> dict[str, float]:
     """A model, fed with this sweep's measured trial times and stage start-up, of the wall time
-    of (a) the stage structure as run (validates the model against the measured wall) and
-    (b) the proposal: one Tune experiment for every method's search (methods interleaved) and
-    one for every final run, longest first."""
+    of (a) the stage structure as run (validates the model against the measured wall), (b) one
+    Tune experiment for every method's search (methods interleaved) and one for every final
+    run, longest first, and (c) one experiment for everything (an upper bound: it ignores that
+    a method's final runs wait for its search)."""
     by_stage: dict[str, list[tuple[float, float]]] = {}
     for key in set(tune) & set(runs):
         role, method, _ = key.split("/")
@@ -229,12 +250,16 @@ def projection(tune: dict, runs: dict, stages: list[dict[str, Any]], slots: int)
     interleaved_search = [job for group in zip_longest(*searches) for job in group if job is not None]
     finals = sorted((d for name, jobs in ordered.items() if name.startswith("final/") for d in jobs), reverse=True)
     merged = 2 * startup + list_schedule(interleaved_search, slots) + list_schedule(finals, slots)
+    # (c) one experiment for the whole sweep: a method's final runs start while others search.
+    single = startup + list_schedule(sorted((d for jobs in ordered.values() for d in jobs), reverse=True), slots)
     compute = sum(d for jobs in ordered.values() for d in jobs)
     return {
         "stage_startup_s": startup,
         "model_wall_as_run_s": as_run,
         "model_wall_two_stages_s": merged,
         "projected_utilization_two_stages": compute / (slots * merged) if merged else float("nan"),
+        "model_wall_one_experiment_s": single,
+        "projected_utilization_one_experiment": compute / (slots * single) if single else float("nan"),
     }
 
 
@@ -273,6 +298,8 @@ def report(result: dict[str, Any]) -> str:
         ["model: wall as run (s; compare with the measured search+final wall)", fmt(proj["model_wall_as_run_s"], 1)],
         ["model: one search + one final experiment, finals longest first (s)", fmt(proj["model_wall_two_stages_s"], 1)],
         ["model: utilization with two experiments", fmt(proj["projected_utilization_two_stages"], 3)],
+        ["model: one experiment for the whole sweep, longest first (s)", fmt(proj["model_wall_one_experiment_s"], 1)],
+        ["model: utilization with one experiment", fmt(proj["projected_utilization_one_experiment"], 3)],
     ]
     return "\n\n".join(
         [table(["sweep", "value"], rows), table(stage_headers, stage_rows), table(["projection", "value"], model_rows)]
@@ -290,15 +317,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--space", type=Path, help="search-space file (overrides --quick's choice)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
+    parser.add_argument("--light-trainable", action="store_true", help="measure the proposal's first step")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     space = args.space or (SMOKE if args.quick else DEFAULT)
+    if args.light_trainable:
+        light_trainable()
     set_threads(1)  # the driver; trials set their own threads from resources.cpu
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         outcome = run(space, Path(tmp), args.cpus, parse_overrides(args.overrides))
         result = analyse(outcome, args.cpus)
     result["overrides"] = args.overrides
-    path = save_results("sweep_efficiency" + ("_quick" if args.quick else ""), result, args.out)
+    result["light_trainable"] = args.light_trainable
+    stem = "sweep_efficiency" + ("_light" if args.light_trainable else "") + ("_quick" if args.quick else "")
+    path = save_results(stem, result, args.out)
     print(report(result))
     print(f"machine: {machine()['cpu']}; results: {path}")
     print(f"utilization={result['utilization']:.3f}")

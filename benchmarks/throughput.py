@@ -265,7 +265,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:  # the headline ratio only: no memory children, one batch per unit
         args.time_steps, args.depths = [HEADLINE[0]], [HEADLINE[1]]
-        args.batches, args.repeats, args.no_memory = 1, 8, True
+        args.batches, args.repeats, args.no_memory = 1, 6, True
     return args
 
 

@@ -16,6 +16,7 @@ on the same local Ray instance, experiments of two trivial trials whose trainabl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -62,11 +63,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tune-startup-") as tmp:
         for stem, source in MODULES.items():
             (Path(tmp) / f"probe_{stem.replace('-', '_').replace('.', '_')}.py").write_text(source)
-        sys.path.insert(0, tmp)  # Ray hands the driver's sys.path to its workers
+        sys.path.insert(0, tmp)
         modules = {
             stem: importlib.import_module(f"probe_{stem.replace('-', '_').replace('.', '_')}") for stem in MODULES
         }
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        path = os.pathsep.join([tmp, *filter(None, [os.environ.get("PYTHONPATH")])])
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
         try:
             runs: dict[str, list[dict[str, float]]] = {stem: [] for stem in MODULES}
             for r in range(repeats):
