@@ -107,6 +107,22 @@ def noise_frame(exp: ExperimentRuns) -> pd.DataFrame:
     return frame.dropna(subset=["accuracy"]).drop_duplicates()
 
 
+def _method_lines(ax: Axes, exp: ExperimentRuns, frame: pd.DataFrame, data: pd.DataFrame, x: str) -> None:
+    """Accuracy against `x`, one line per method (mean, band ±1 std over seeds), and the teacher's line."""
+    sns.lineplot(
+        data=data,
+        x=x,
+        y="accuracy",
+        hue="method",
+        hue_order=_present(exp, frame),
+        palette=method_colours(exp.methods),
+        errorbar="sd",
+        marker="o",
+        ax=ax,
+    )
+    _teacher_line(ax, exp)
+
+
 def noise_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     """Accuracy against noise level, one panel per noise type, bands of ±1 std across seeds."""
     frame = noise_frame(exp)
@@ -116,19 +132,7 @@ def noise_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     with report_style():
         figure, axes = _new_figure(len(kinds))
         for ax, kind in zip(axes, kinds, strict=True):
-            data = frame[frame["noise"] == kind]
-            sns.lineplot(
-                data=data,
-                x="level",
-                y="accuracy",
-                hue="method",
-                hue_order=_present(exp, frame),
-                palette=method_colours(exp.methods),
-                errorbar="sd",
-                marker="o",
-                ax=ax,
-            )
-            _teacher_line(ax, exp)
+            _method_lines(ax, exp, frame, frame[frame["noise"] == kind], "level")
             ax.set(title=kind.replace("_", " "), xlabel="noise level", ylabel="test accuracy")
             ax.legend()
         _figure_legend(figure, axes)
@@ -159,18 +163,7 @@ def time_step_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
         return None
     with report_style():
         figure, (ax,) = _new_figure(1)
-        sns.lineplot(
-            data=frame,
-            x="T",
-            y="accuracy",
-            hue="method",
-            hue_order=_present(exp, frame),
-            palette=method_colours(exp.methods),
-            errorbar="sd",
-            marker="o",
-            ax=ax,
-        )
-        _teacher_line(ax, exp)
+        _method_lines(ax, exp, frame, frame, "T")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(list(exp.settings.time_steps)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
