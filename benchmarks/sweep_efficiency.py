@@ -3,21 +3,21 @@
 Runs a real sweep (`harness.sweep.plan_sweep` + `run_sweep`, local Ray, a fresh SQLite
 MLflow store in a temporary folder) and reads back:
 
-* per-trial compute: Ray Tune's `time_total_s` of each trial of every `search-<method>` and
-  `final-<method>` experiment (everything the trainable does: data, model, epochs,
-  validation, final evaluation, checkpoint writes);
+* per-trial compute: Ray Tune's `time_total_s` of each trial (search trials and final runs of
+  every method share one Tune experiment, `<storage>/<name>/trials`; everything the trainable
+  does: data, model, epochs, validation, final evaluation, checkpoint writes);
 * per-trial lifetime on the driver: the MLflow run's start to end (the callback opens it
   when Tune starts the trial and closes it when Tune reports it complete);
 * the training alone: the trial's `train_seconds` metric.
 
 `utilization = sum(time_total_s) / (wall of the search and final stages x slots)`, slots =
 min(search.max_concurrent, CPUs / resources.cpu). The slot time not used is split into time
-with no trial running (between stages: Tuner setup, searcher, results) and time with fewer
-trials than slots (a stage's tail, or a trial start in progress). Overheads per trial:
+with no trial running (Tuner setup, results) and time with fewer trials than slots (the
+sweep's tail, a method's final runs waiting for its search, or a trial start in progress). Overheads per trial:
 Ray/Tune = MLflow lifetime - time_total_s; in the trainable = time_total_s - train_seconds.
 Teacher cache: teachers trained by the sweep against trials that use a teacher.
 
-    python benchmarks/sweep_efficiency.py --quick    # search_spaces/smoke.yaml (digits)
+    python benchmarks/sweep_efficiency.py --quick    # smoke.yaml (digits) with longer trials
     python benchmarks/sweep_efficiency.py            # search_spaces/kd.yaml (hours on 2 cores)
     python benchmarks/sweep_efficiency.py --space search_spaces/kd.yaml --set train.epochs=1
 """
@@ -30,7 +30,6 @@ import os
 import sys
 import tempfile
 import time
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,22 @@ import yaml
 from benchlib import REPO, fmt, machine, median, save_results, set_threads, table
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
+# --quick: smoke.yaml (digits, tiny ResNets, all three methods) with trials long enough that
+# the experiment's fixed start-up (trial actors importing torch and Ray Tune, about 5 s) does
+# not dominate, as it does not in a real sweep; about 2 minutes on 2 cores.
+QUICK_EDITS = {"fixed": {"dataset.name": "mnist-5k", "train.epochs": 3}, "search": {"num_samples": 4}}
+
+
+def quick_space(folder: Path) -> Path:
+    """smoke.yaml with `QUICK_EDITS`, written to `folder`."""
+    space = yaml.safe_load(SMOKE.read_text())
+    for section, values in QUICK_EDITS.items():
+        space[section].update(values)
+    path = folder / "sweep-quick.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
 DEFAULT = REPO / "search_spaces" / "kd.yaml"
 
 
@@ -57,25 +72,6 @@ def record_fits(stages: list[dict[str, Any]]) -> None:
             stages.append(stage)
 
     tune.Tuner.fit = timed_fit  # type: ignore[method-assign]
-
-
-def light_trainable() -> None:
-    """The proposal's first step, measured without editing harness/sweep.py: `run_trial`'s own
-    code, but shipped to the workers by value, so that a trial actor imports only what the
-    trial uses (harness.config, torch, ...) instead of the whole `harness.sweep` module (MLflow,
-    Optuna, Tune's search code), as it would from a module of its own."""
-    import types
-
-    import cloudpickle
-
-    import harness.sweep as sweep
-
-    fn = sweep.run_trial
-    light = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    light.__kwdefaults__ = fn.__kwdefaults__
-    light.__module__ = "light_trainable_by_value"  # not importable: cloudpickle ships it by value
-    cloudpickle.dumps(light)  # fails here, not in a worker, if it cannot travel
-    sweep.run_trial = light
 
 
 def run(space: Path, folder: Path, cpus: int, overrides: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -113,15 +109,14 @@ def tune_trials(storage: Path, name: str) -> dict[str, dict[str, Any]]:
     """`time_total_s` and status of every Tune trial of the sweep, keyed `<role>/<method>/<trial_id>`."""
     from ray.tune import ExperimentAnalysis
 
+    from harness.sweep import TRIALS_FOLDER
+    from harness.sweep_search import ROLE_KEY
+
     trials: dict[str, dict[str, Any]] = {}
-    for folder in sorted((storage / name).glob("*-*")):
-        role, _, method = folder.name.partition("-")
-        if role not in ("search", "final") or not folder.is_dir():
-            continue
-        for trial in ExperimentAnalysis(str(folder)).trials:
-            last = trial.last_result or {}
-            key = f"{'trial' if role == 'search' else 'final'}/{method}/{trial.trial_id}"
-            trials[key] = {"time_total_s": float(last.get("time_total_s", 0.0)), "status": trial.status}
+    for trial in ExperimentAnalysis(str(storage / name / TRIALS_FOLDER)).trials:
+        last = trial.last_result or {}
+        key = f"{trial.config[ROLE_KEY]}/{trial.config['method']}/{trial.trial_id}"
+        trials[key] = {"time_total_s": float(last.get("time_total_s", 0.0)), "status": trial.status}
     return trials
 
 
@@ -204,25 +199,22 @@ def analyse(outcome: dict[str, Any], cpus: int) -> dict[str, Any]:
 
 
 def stage_breakdown(stages: list[dict[str, Any]], tune: dict, runs: dict, ended: float) -> list[dict[str, Any]]:
-    """Per Tune experiment: wall, trial compute, start-up before its first trial, wind-down
-    after its last, and the driver's time before the next experiment starts."""
-    rows = []
-    for i, stage in enumerate(stages):
-        role, _, method = stage["name"].partition("-")
-        prefix = f"{'trial' if role == 'search' else 'final'}/{method}/"
-        keys = [k for k in runs if k.startswith(prefix) and k in tune]
-        starts, ends = [runs[k]["start"] for k in keys], [runs[k]["end"] for k in keys]
-        following = stages[i + 1]["start"] if i + 1 < len(stages) else ended
-        rows.append({
+    """Per Tune experiment (the sweep runs one): wall, trial compute, start-up before its first
+    trial, wind-down after its last, and the driver's time after it."""
+    keys = [k for k in runs if k in tune]
+    starts, ends = [runs[k]["start"] for k in keys], [runs[k]["end"] for k in keys]
+    return [
+        {
             "stage": stage["name"],
             "trials": len(keys),
             "wall_s": stage["end"] - stage["start"],
             "compute_s": sum(tune[k]["time_total_s"] for k in keys),
             "to_first_trial_s": (min(starts) - stage["start"]) if starts else float("nan"),
             "after_last_trial_s": (stage["end"] - max(ends)) if ends else float("nan"),
-            "driver_before_next_s": following - stage["end"],
-        })  # fmt: skip
-    return rows
+            "driver_before_next_s": ended - stage["end"],
+        }
+        for stage in stages
+    ]
 
 
 def list_schedule(durations: list[float], slots: int) -> float:
@@ -234,32 +226,16 @@ def list_schedule(durations: list[float], slots: int) -> float:
 
 
 def projection(tune: dict, runs: dict, stages: list[dict[str, Any]], slots: int) -> dict[str, float]:
-    """A model, fed with this sweep's measured trial times and stage start-up, of the wall time
-    of (a) the stage structure as run (validates the model against the measured wall), (b) one
-    Tune experiment for every method's search (methods interleaved) and one for every final
-    run, longest first, and (c) one experiment for everything (an upper bound: it ignores that
-    a method's final runs wait for its search)."""
-    by_stage: dict[str, list[tuple[float, float]]] = {}
-    for key in set(tune) & set(runs):
-        role, method, _ = key.split("/")
-        by_stage.setdefault(f"{role}/{method}", []).append((runs[key]["start"], tune[key]["time_total_s"]))
-    startup = median([st["to_first_trial_s"] for st in stages if st["to_first_trial_s"] == st["to_first_trial_s"]])
-    ordered = {name: [d for _, d in sorted(jobs)] for name, jobs in by_stage.items()}
-    as_run = sum(startup + list_schedule(jobs, slots) for jobs in ordered.values())
-    searches = [ordered[name] for name in ordered if name.startswith("trial/")]
-    interleaved_search = [job for group in zip_longest(*searches) for job in group if job is not None]
-    finals = sorted((d for name, jobs in ordered.items() if name.startswith("final/") for d in jobs), reverse=True)
-    merged = 2 * startup + list_schedule(interleaved_search, slots) + list_schedule(finals, slots)
-    # (c) one experiment for the whole sweep: a method's final runs start while others search.
-    single = startup + list_schedule(sorted((d for jobs in ordered.values() for d in jobs), reverse=True), slots)
-    compute = sum(d for jobs in ordered.values() for d in jobs)
+    """A bound to read the measured wall against: this sweep's measured trial times scheduled
+    longest first on `slots` with no dependencies (a method's final runs may not really start
+    before its search ends), plus the measured start-up of the experiment."""
+    durations = sorted((tune[k]["time_total_s"] for k in set(tune) & set(runs)), reverse=True)
+    startup = stages[0]["to_first_trial_s"] if stages else 0.0
+    bound = startup + list_schedule(durations, slots)
     return {
         "stage_startup_s": startup,
-        "model_wall_as_run_s": as_run,
-        "model_wall_two_stages_s": merged,
-        "projected_utilization_two_stages": compute / (slots * merged) if merged else float("nan"),
-        "model_wall_one_experiment_s": single,
-        "projected_utilization_one_experiment": compute / (slots * single) if single else float("nan"),
+        "model_wall_longest_first_s": bound,
+        "bound_utilization": sum(durations) / (slots * bound) if bound else float("nan"),
     }
 
 
@@ -294,12 +270,9 @@ def report(result: dict[str, Any]) -> str:
                      "driver before next s"]  # fmt: skip
     proj = result["projection"]
     model_rows = [
-        ["stage start-up (median, s)", fmt(proj["stage_startup_s"], 1)],
-        ["model: wall as run (s; compare with the measured search+final wall)", fmt(proj["model_wall_as_run_s"], 1)],
-        ["model: one search + one final experiment, finals longest first (s)", fmt(proj["model_wall_two_stages_s"], 1)],
-        ["model: utilization with two experiments", fmt(proj["projected_utilization_two_stages"], 3)],
-        ["model: one experiment for the whole sweep, longest first (s)", fmt(proj["model_wall_one_experiment_s"], 1)],
-        ["model: utilization with one experiment", fmt(proj["projected_utilization_one_experiment"], 3)],
+        ["experiment start-up to the first trial (s)", fmt(proj["stage_startup_s"], 1)],
+        ["bound: these trials longest first, no dependencies (s)", fmt(proj["model_wall_longest_first_s"], 1)],
+        ["bound: utilization", fmt(proj["bound_utilization"], 3)],
     ]
     return "\n\n".join(
         [table(["sweep", "value"], rows), table(stage_headers, stage_rows), table(["projection", "value"], model_rows)]
@@ -313,23 +286,19 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="search_spaces/smoke.yaml instead of kd.yaml")
+    parser.add_argument("--quick", action="store_true", help="smoke.yaml with QUICK_EDITS instead of kd.yaml")
     parser.add_argument("--space", type=Path, help="search-space file (overrides --quick's choice)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
-    parser.add_argument("--light-trainable", action="store_true", help="measure the proposal's first step")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    space = args.space or (SMOKE if args.quick else DEFAULT)
-    if args.light_trainable:
-        light_trainable()
     set_threads(1)  # the driver; trials set their own threads from resources.cpu
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        space = args.space or (quick_space(Path(tmp)) if args.quick else DEFAULT)
         outcome = run(space, Path(tmp), args.cpus, parse_overrides(args.overrides))
         result = analyse(outcome, args.cpus)
     result["overrides"] = args.overrides
-    result["light_trainable"] = args.light_trainable
-    stem = "sweep_efficiency" + ("_light" if args.light_trainable else "") + ("_quick" if args.quick else "")
+    stem = "sweep_efficiency" + ("_quick" if args.quick else "")
     path = save_results(stem, result, args.out)
     print(report(result))
     print(f"machine: {machine()['cpu']}; results: {path}")

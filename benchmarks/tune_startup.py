@@ -1,13 +1,14 @@
 """Start-up of one Ray Tune experiment: from `Tuner.fit()` to the first line of a trial.
 
-Every Tune experiment of a sweep starts its trial actors in fresh worker processes, which
-import the trainable's module before a trial can run. The sweep's trainable lives in
-`harness.sweep` (MLflow, Optuna, Ray Tune's search code, torch, the harness). This measures,
-on the same local Ray instance, experiments of two trivial trials whose trainable lives
+A sweep's Tune experiment starts its trial actors in fresh worker processes, which import
+the trainable's module before a trial can run. The sweep's trainable lives in
+`harness.ray_workers` (torch and the trial config only). This measures, on the same local Ray
+instance, experiments of two trivial trials whose trainable lives
 
-* `in-harness.sweep`: in a module that imports `harness.sweep`, as the sweep's does;
-* `light`: in a module that imports nothing else (what a trainable in its own module, with
-  the trial's imports inside the trial, would cost before its first line).
+* `in-harness.ray_workers`: in a module that imports `harness.ray_workers`, as the sweep's does;
+* `in-harness.sweep`: in a module that imports `harness.sweep` (MLflow, Optuna, Tune's search
+  code, the whole harness), where the trainable lived before;
+* `light`: in a module that imports nothing else (the floor: Ray and Tune themselves).
 
     python benchmarks/tune_startup.py --quick    # 2 experiments of each
     python benchmarks/tune_startup.py            # 4 of each
@@ -31,7 +32,11 @@ def trainable(config):
     from ray import tune
     tune.report({"first_line": time.time()})
 """
-MODULES = {"light": TRAINABLE, "in-harness.sweep": "import harness.sweep  # noqa: F401\n" + TRAINABLE}
+MODULES = {
+    "light": TRAINABLE,
+    "in-harness.ray_workers": "import harness.ray_workers  # noqa: F401\n" + TRAINABLE,
+    "in-harness.sweep": "import harness.sweep  # noqa: F401\n" + TRAINABLE,
+}
 
 
 def experiment(module: Any, storage: str, name: str) -> dict[str, float]:

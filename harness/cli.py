@@ -177,12 +177,12 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """`harness sweep`: validate, then search and the final stage on Ray; MLflow from the driver."""
-    from harness.sweep import SweepOptions, run_sweep
+    from harness.sweep import TRIALS_FOLDER, SweepOptions, run_sweep
     from harness.tracking import absolute_tracking_uri
 
     plan = _checked_plan(args)
     folder = args.storage.resolve() / plan.space.name
-    if not args.resume and any(folder.glob("search-*")):
+    if not args.resume and (folder / TRIALS_FOLDER).exists():
         raise HarnessInputError(
             f"{args.space}: a sweep named {plan.space.name!r} already ran in {folder}; "
             "pass --resume to continue it, or remove that folder to start again"

@@ -1,10 +1,12 @@
 """`harness sweep`: Optuna (TPE) searches scheduled by Ray Tune (ASHA), every trial in MLflow.
 
-Flow (one direction): validated space -> per method, a `Tuner` whose `OptunaSearch` samples
-only that method's dims (define-by-run) -> `run_trial` (the Tune trainable, a thin wrapper of
-`harness.trial.train`) reports each epoch with a checkpoint -> `MlflowTrialCallback`, on the
-driver, writes one child run per trial -> after the search, the final stage retrains each
-method's best configuration over `search.final_repeats` seeds (runs tagged `final`).
+Flow (one direction): validated space -> one Tune experiment for the whole sweep, whose
+`SweepSearcher` asks each method's own `OptunaSearch` (define-by-run: only that method's dims)
+for its search trials and whose `MethodScheduler` gives each method its own ASHA -> `run_trial`
+(the Tune trainable, a thin wrapper of `harness.trial.train`) reports each epoch with a
+checkpoint -> `MlflowTrialCallback`, on the driver, writes one child run per trial. As soon as a
+method's search is complete its best configuration is retrained over `search.final_repeats`
+seeds (runs tagged `final`) in the same experiment, so no slot idles between stages.
 
 Teachers are trained once, before the trials (a Ray task per distinct teacher), into the
 teacher cache under the sweep's storage path, which every node must reach.
@@ -15,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -37,13 +37,12 @@ from harness.config import (
     resolve_trial_config,
     unflatten,
 )
-from harness.errors import TrialFailed
 from harness.methods import METHODS, Method
+from harness.ray_workers import FAILURE_KEY, NODE_KEY, ROLE_KEY, run_trial, train_teacher_task
+from harness.sweep_search import DefineByRun, MethodScheduler, SweepSearcher, pick_best
 from harness.tracking import TrackedRun, param_value
 
-CHECKPOINT_FILE = "trial_state.pt"
-FAILURE_KEY = "harness_failure_reason"  # a trial's last result carries it when it failed
-NODE_KEY = "harness_node_id"  # the Ray node that ran the epoch; becomes the run's tag `harness.node`
+TRIALS_FOLDER = "trials"  # the sweep's Tune experiment, under <storage>/<space name>/
 
 
 @dataclass(frozen=True)
@@ -114,76 +113,21 @@ def final_time_steps(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any]
     return tuple(sorted(steps))
 
 
-class DefineByRun:
-    """An Optuna define-by-run space sampling exactly `dims` (no computation inside).
-
-    A class rather than a closure: Tune pickles the searcher with the experiment state.
-    """
-
-    def __init__(self, dims: Mapping[str, Mapping[str, Any]]) -> None:
-        self.dims = {key: dict(dist) for key, dist in dims.items()}
-
-    def __call__(self, trial: optuna.Trial) -> None:
-        for key, dist in self.dims.items():
-            if "categorical" in dist:
-                trial.suggest_categorical(key, list(dist["categorical"]))
-            elif "int" in dist:
-                low, high = dist["int"]
-                trial.suggest_int(key, low, high, log=dist.get("log", False), step=int(dist.get("step") or 1))
-            else:
-                low, high = dist["float"]
-                trial.suggest_float(key, low, high, log=dist.get("log", False), step=dist.get("step"))
-
-
-def run_trial(
-    sampled: dict[str, Any], *, base: dict[str, Any], teacher_cache: str, threads: int, metric: str, mode: str
-) -> None:
-    """The Tune trainable: one `train()` with a checkpoint per epoch, resumed from the last one."""
-    import ray
-    from ray import tune
-
-    from harness.trial import train
-
-    torch.set_num_threads(max(1, threads))
-    node = ray.get_runtime_context().get_node_id()
-    config = TrialConfig.model_validate(unflatten({**base, **sampled}))
-    state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-
-    def report(metrics: dict[str, float], epoch: int, method: Method) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            snapshot = {**method.state_dict(), "epoch": epoch, "train_seconds": metrics["train_seconds"]}
-            torch.save(snapshot, Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, "epoch": epoch, NODE_KEY: node}, checkpoint=tune.Checkpoint.from_directory(folder))
-
-    try:
-        train(config, report=report, teacher_cache=Path(teacher_cache), state=state, log=lambda _: None)
-    except TrialFailed as exc:
-        # Deterministic (a NaN loss): end the trial with its reason instead of raising, which
-        # would make Tune retry it. The objective gets the worst value so the search moves on.
-        tune.report({metric: float("-inf") if mode == "max" else float("inf"), FAILURE_KEY: str(exc)})
-
-
 class MlflowTrialCallback(tune.Callback):
     """Driver-side MLflow logging: one child run per Tune trial, keyed by a stable trial id.
 
     A resumed or retried trial finds its run by the tag `harness.trial_id` and goes on
     logging into it, so every trial has exactly one run. Trials stopped early by the
     scheduler end FINISHED with `harness.pruned=true`; errored trials end FAILED with the
-    reason in `harness.failure_reason`.
+    reason in `harness.failure_reason`. Method and role come from each trial's config.
     """
 
     def __init__(
-        self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str, role: str, plan: MethodPlan
+        self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str, plans: Mapping[str, MethodPlan]
     ) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
-        self.parent_run_id, self.sweep_id, self.role = parent_run_id, sweep_id, role
-        self.method, self.base = plan.method, plan.base
-        self.searched = ",".join(plan.dims)  # the tag `harness.searched`: compare views group by it
-        self.epochs = int(plan.base["train.epochs"])
+        self.parent_run_id, self.sweep_id = parent_run_id, sweep_id
+        self.plans = dict(plans)
         self.runs: dict[str, TrackedRun] = {}
         self.nodes: dict[str, str] = {}  # trial id -> the Ray node id last tagged
 
@@ -191,41 +135,53 @@ class MlflowTrialCallback(tune.Callback):
         # Tune pickles its callbacks with the experiment (for Tuner.restore); clients stay behind.
         return {**self.__dict__, "runs": {}}
 
-    def trial_key(self, trial: Any) -> str:
-        return f"{self.sweep_id}/{self.role}/{self.method}/{trial.trial_id}"
+    def trial_key(self, method: str, role: str, trial_id: str) -> str:
+        """The tag `harness.trial_id`: stable across retries and resumes."""
+        return f"{self.sweep_id}/{role}/{method}/{trial_id}"
+
+    @staticmethod
+    def _identity(trial: Any) -> tuple[str, str]:
+        return trial.config["method"], trial.config[ROLE_KEY]
+
+    def _describe(self, trial: Any) -> str:
+        method, role = self._identity(trial)
+        return f"{role} {method} {trial.trial_id}"
 
     def run_name(self, trial: Any) -> str:
         """`kd-trial-<id>` for search trials, `kd-final-T4-s1` for final runs (T and seed in the name,
         so the UI's run list reads as the report's rows)."""
-        if self.role != "final":
-            return f"{self.method}-{self.role}-{trial.trial_id}"
-        config = {**self.base, **trial.config}
-        steps = f"-T{config['snn.time_steps']}" if "snn" in METHODS.get(self.method).sections else ""
-        return f"{self.method}-final{steps}-s{config['seed']}"
+        method, role = self._identity(trial)
+        if role != "final":
+            return f"{method}-{role}-{trial.trial_id}"
+        config = {**self.plans[method].base, **trial.config}
+        steps = f"-T{config['snn.time_steps']}" if "snn" in METHODS.get(method).sections else ""
+        return f"{method}-final{steps}-s{config['seed']}"
 
     def _run(self, trial: Any) -> TrackedRun:
-        key = self.trial_key(trial)
+        method, role = self._identity(trial)
+        key = self.trial_key(method, role, trial.trial_id)
         if key not in self.runs:
+            plan = self.plans[method]
             tags = {
-                "harness.role": self.role,
-                "harness.method": self.method,
+                "harness.role": role,
+                "harness.method": method,
                 "harness.trial_id": key,
                 "mlflow.parentRunId": self.parent_run_id,
             }
-            if self.role == "trial":
-                tags["harness.searched"] = self.searched
+            if role == "trial":
+                tags["harness.searched"] = ",".join(plan.dims)  # compare views group by it
             run = TrackedRun.find_or_create(self.tracking_uri, self.experiment, self.run_name(trial), tags)
             logged = run.params
-            params = {**self.base, **trial.config}
+            params = {**plan.base, **{k: v for k, v in trial.config.items() if k != ROLE_KEY}}
             run.log_params({k: param_value(v) for k, v in params.items() if k not in logged})
             self.runs[key] = run
         return self.runs[key]
 
-    def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
-        """Adds tags to the run of Tune trial `trial_id` of this stage (found by `harness.trial_id`)."""
+    def tag_trial(self, method: str, trial_id: str, tags: Mapping[str, str]) -> None:
+        """Adds tags to the run of search trial `trial_id` of `method` (found by `harness.trial_id`)."""
         client = MlflowClient(self.tracking_uri)
         experiment = client.get_experiment_by_name(self.experiment)
-        key = f"{self.sweep_id}/{self.role}/{self.method}/{trial_id}"  # as trial_key()
+        key = self.trial_key(method, "trial", trial_id)
         for run in client.search_runs([experiment.experiment_id], f"tags.`harness.trial_id` = '{key}'"):
             for name, value in tags.items():
                 client.set_tag(run.info.run_id, name, value)
@@ -250,25 +206,22 @@ class MlflowTrialCallback(tune.Callback):
         last = trial.last_result or {}
         if FAILURE_KEY in last:
             run.finish("FAILED", last[FAILURE_KEY])
-            _progress(f"{self.role} {self.method} {trial.trial_id}: FAILED: {last[FAILURE_KEY]}")
+            _progress(f"{self._describe(trial)}: FAILED: {last[FAILURE_KEY]}")
             return
         epoch = int(last.get("epoch", 0))
-        pruned = epoch < self.epochs
+        pruned = epoch < int(self.plans[trial.config["method"]].base["train.epochs"])
         if pruned:
             run.set_tags({"harness.pruned": "true"})
         run.finish("FINISHED")
         outcome = (
             f"pruned after epoch {epoch}" if pruned else f"test_accuracy {last.get('test_accuracy', float('nan')):.4f}"
         )
-        _progress(
-            f"{self.role} {self.method} {trial.trial_id}: val_accuracy {last.get('val_accuracy', float('nan')):.4f}, "
-            f"{outcome}"
-        )
+        _progress(f"{self._describe(trial)}: val_accuracy {last.get('val_accuracy', float('nan')):.4f}, {outcome}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
         reason = _error_reason(trial)
         self._run(trial).finish("FAILED", reason)
-        _progress(f"{self.role} {self.method} {trial.trial_id}: FAILED: {reason}")
+        _progress(f"{self._describe(trial)}: FAILED: {reason}")
 
 
 def _progress(message: str) -> None:
@@ -319,7 +272,7 @@ def teacher_stage(plan: SweepPlan, teacher_cache: Path, resources: ResourcesConf
             config = TrialConfig.model_validate(unflatten({**method_plan.base, "seed": seed}))
             needed.setdefault(teacher_key_of(config), config)
     missing = [c for key, c in needed.items() if not (teacher_cache / key / "teacher.pt").exists()]
-    task = ray.remote(num_cpus=_teacher_cpus(resources, len(missing)), num_gpus=resources.gpu)(_train_teacher_task)
+    task = ray.remote(num_cpus=_teacher_cpus(resources, len(missing)), num_gpus=resources.gpu)(train_teacher_task)
     ray.get([task.remote(config.model_dump(mode="json"), str(teacher_cache)) for config in missing])
     return len(missing)
 
@@ -336,19 +289,6 @@ def _teacher_cpus(resources: ResourcesConfig, teachers: int) -> float:
     return max(resources.cpu, min(largest_node, share))
 
 
-def _train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:
-    from harness.methods import TrialContext
-    from harness.teacher import load_or_train_teacher
-    from harness.trial import load_trial_data, resolve_device
-
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    trial = TrialConfig.model_validate(config)
-    device = resolve_device(trial.train.device)
-    data = load_trial_data(trial, device)
-    record = load_or_train_teacher(TrialContext(trial, data, device, Path(teacher_cache), lambda _: None))
-    return record.key
-
-
 def final_seeds(space: SpaceFile, base_seed: int) -> list[int]:
     """Seeds of the final stage: `final_repeats` seeds after the search's own."""
     return [base_seed + 1 + k for k in range(space.search.final_repeats)]
@@ -357,26 +297,20 @@ def final_seeds(space: SpaceFile, base_seed: int) -> list[int]:
 def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
     """The sampled values of the best trial that ran every epoch (else the best of all)."""
     found = best_result(results, metric, mode)
-    return None if found is None else dict(found.config)
+    return None if found is None else sampled_values(found.config)
 
 
 def best_result(results: Any, metric: str, mode: str) -> Any | None:
     """The Tune result of the best trial that ran every epoch (else the best of all); ties keep
-    the earliest."""
-    best = None
-    for result in results:
-        if (
-            result.error is not None
-            or not result.metrics
-            or metric not in result.metrics
-            or FAILURE_KEY in result.metrics
-        ):
-            continue
-        complete = "test_accuracy" in result.metrics
-        key = (complete, result.metrics[metric] if mode == "max" else -result.metrics[metric])
-        if best is None or key > best[0]:
-            best = (key, result)
-    return None if best is None else best[1]
+    the earliest. The same choice `SweepSearcher` makes when it queues the final runs."""
+    results = list(results)
+    chosen = pick_best(((r.metrics, r.error is not None) for r in results), metric, mode)
+    return None if chosen is None else results[chosen]
+
+
+def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial config without the sweep's own keys (`method`, `role`)."""
+    return {key: value for key, value in config.items() if key not in ("method", ROLE_KEY)}
 
 
 @dataclass(frozen=True)
@@ -390,100 +324,16 @@ class SweepOptions:
     resume: bool = False
 
 
-def _trainable(plan: MethodPlan, space: SpaceFile, teacher_cache: Path) -> Any:
-    from ray import tune
-
-    cpu, gpu = space.resources.cpu, space.resources.gpu
-    fn = tune.with_parameters(
-        run_trial,
-        base=plan.base,
-        teacher_cache=str(teacher_cache),
-        threads=max(1, int(cpu)),
-        metric=space.search.metric,
-        mode=space.search.mode,
-    )
-    return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
-
-
-def _search_tuner(plan: MethodPlan, space: SpaceFile, folder: Path, trainable: Any, callback: Any) -> Any:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    search = space.search
-    epochs = int(plan.base["train.epochs"])
-    sampler = (
-        optuna.samplers.TPESampler(seed=search.seed, constant_liar=True)
-        if search.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=search.seed)
-    )
-    searcher = (
-        OptunaSearch(space=DefineByRun(plan.dims), metric=search.metric, mode=search.mode, sampler=sampler)
-        if plan.dims
-        else None
-    )
-    scheduler = (
-        ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=epochs,
-            grace_period=min(search.scheduler.grace_period, epochs),
-            reduction_factor=search.scheduler.reduction_factor,
-        )
-        if search.scheduler.name == "asha"
-        else FIFOScheduler()
-    )
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric=search.metric,
-            mode=search.mode,
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=search.num_samples if plan.dims else 1,
-            max_concurrent_trials=search.max_concurrent,
-            reuse_actors=True,
-        ),
-        run_config=_run_config(folder, callback),
-    )
-
-
-def _run_config(folder: Path, callback: Any) -> Any:
-    from ray import tune
-
-    return tune.RunConfig(
-        name=folder.name,
-        storage_path=str(folder.parent),
-        failure_config=tune.FailureConfig(max_failures=2),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[callback],
-        verbose=0,
-    )
-
-
-def _final_tuner(
-    plan: MethodPlan, space: SpaceFile, best: dict[str, Any], folder: Path, trainable: Any, callback: Any
-) -> Any:
-    from ray import tune
-
-    param_space: dict[str, Any] = {**best, "seed": tune.grid_search(final_seeds(space, int(plan.base["seed"])))}
-    steps = final_time_steps(plan, space, best)
-    if "snn" in METHODS.get(plan.method).sections:
-        param_space["snn.time_steps"] = tune.grid_search(list(steps))
-    return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent, reuse_actors=True),
-        run_config=_run_config(folder, callback),
-    )
-
-
-def _tuner(folder: Path, resume: bool, trainable: Any, build: Callable[[], Any]) -> Any:
-    """Restores the Tune experiment in `folder` when resuming, else builds a new one."""
-    from ray import tune
-
-    if resume and tune.Tuner.can_restore(str(folder)):
-        return tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
-    return build()
+def final_runs(plan: SweepPlan, method: str, best: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The final runs that retrain `best` (a method's chosen sampled values): one per seed of
+    `final_seeds` and T of `final_time_steps`, longest (largest T) first so that the
+    schedule's tail is short."""
+    (method_plan,) = [p for p in plan.methods if p.method == method]
+    seeds = final_seeds(plan.space, int(method_plan.base["seed"]))
+    if "snn" not in METHODS.get(method).sections:
+        return [{**best, "seed": seed} for seed in seeds]
+    steps = sorted(final_time_steps(method_plan, plan.space, best), reverse=True)
+    return [{**best, "snn.time_steps": t, "seed": seed} for t in steps for seed in seeds]
 
 
 def final_run_count(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any] | None = None) -> int:
@@ -491,62 +341,116 @@ def final_run_count(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any] 
     return space.search.final_repeats * len(final_time_steps(plan, space, best))
 
 
-def _stop_if_interrupted(folder: Path, expected: int) -> None:
-    """Raises KeyboardInterrupt when the stage in `folder` has unfinished trials.
+def _trainable(plan: SweepPlan, teacher_cache: Path) -> Any:
+    from ray import tune
+
+    cpu, gpu = plan.space.resources.cpu, plan.space.resources.gpu
+    fn = tune.with_parameters(
+        run_trial,
+        bases={p.method: p.base for p in plan.methods},
+        teacher_cache=str(teacher_cache),
+        threads=max(1, int(cpu)),
+        metric=plan.space.search.metric,
+        mode=plan.space.search.mode,
+    )
+    return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
+
+
+def _searcher(plan: SweepPlan) -> SweepSearcher:
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = plan.space.search
+
+    def optuna_search(method_plan: MethodPlan) -> OptunaSearch | None:
+        if not method_plan.dims:
+            return None
+        sampler = (  # one study per method, each seeded alike: a method's draws do not depend on the others
+            optuna.samplers.TPESampler(seed=search.seed, constant_liar=True)
+            if search.sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=search.seed)
+        )
+        return OptunaSearch(
+            space=DefineByRun(method_plan.dims), metric=search.metric, mode=search.mode, sampler=sampler
+        )
+
+    return SweepSearcher(
+        searchers={p.method: optuna_search(p) for p in plan.methods},
+        budget={p.method: search.num_samples if p.dims else 1 for p in plan.methods},
+        final_runs=partial(final_runs, plan),
+        metric=search.metric,
+        mode=search.mode,
+    )
+
+
+def _scheduler(plan: SweepPlan) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    search = plan.space.search
+    if search.scheduler.name != "asha":
+        return MethodScheduler({})
+    schedulers = {}
+    for method_plan in plan.methods:
+        epochs = int(method_plan.base["train.epochs"])
+        schedulers[method_plan.method] = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=search.metric,
+            mode=search.mode,
+            max_t=epochs,
+            grace_period=min(search.scheduler.grace_period, epochs),
+            reduction_factor=search.scheduler.reduction_factor,
+        )
+    return MethodScheduler(schedulers)
+
+
+def _sweep_tuner(plan: SweepPlan, folder: Path, trainable: Any, callback: Any) -> Any:
+    from ray import tune
+
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=plan.space.search.metric,
+            mode=plan.space.search.mode,
+            search_alg=_searcher(plan),
+            scheduler=_scheduler(plan),
+            num_samples=-1,  # the searcher says when it is done: after every method's final runs
+            max_concurrent_trials=plan.space.search.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=folder.name,
+            storage_path=str(folder.parent),
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+
+
+def _stop_if_interrupted(folder: Path, plan: SweepPlan) -> None:
+    """Raises KeyboardInterrupt unless every search trial and final run in `folder` ended.
 
     Tune returns normally after Ctrl-C and marks the stopped trials terminated in memory;
-    the experiment state it saved first still shows them unfinished, and --resume reads it.
+    the experiment state it saved first still shows them unfinished (or final runs not yet
+    created), and --resume reads it.
     """
     from ray.tune import ExperimentAnalysis
 
-    statuses = [trial.status for trial in ExperimentAnalysis(str(folder)).trials]
-    if sum(status in ("TERMINATED", "ERROR") for status in statuses) < expected:
+    trials = ExperimentAnalysis(str(folder)).trials
+    ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+    expected = 0
+    for method_plan in plan.methods:
+        search = [t for t in trials if t.config.get("method") == method_plan.method and t.config[ROLE_KEY] == "trial"]
+        expected += plan.space.search.num_samples if method_plan.dims else 1
+        chosen = pick_best(((t.last_result, t.status == "ERROR") for t in search), *_objective(plan))
+        if chosen is not None:
+            expected += final_run_count(method_plan, plan.space, sampled_values(search[chosen].config))
+    if len(ended) < expected:
         raise KeyboardInterrupt(f"interrupted with trials unfinished in {folder}; continue with --resume")
 
 
-def _sweep_method(
-    method_plan: MethodPlan,
-    plan: SweepPlan,
-    options: SweepOptions,
-    parent_run_id: str,
-    folder: Path,
-    teacher_cache: Path,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """The search, then the final stage, of one method; returns its outcome."""
-    trainable = _trainable(method_plan, plan.space, teacher_cache)
-    search_cb = MlflowTrialCallback(
-        options.tracking_uri, options.experiment, parent_run_id, plan.space.name, "trial", method_plan
-    )
-    search_dir = folder / f"search-{method_plan.method}"
-    results = _tuner(
-        search_dir,
-        options.resume,
-        trainable,
-        partial(_search_tuner, method_plan, plan.space, search_dir, trainable, search_cb),
-    ).fit()
-    expected = plan.space.search.num_samples if method_plan.dims else 1
-    _stop_if_interrupted(search_dir, expected)
-    chosen = best_result(results, plan.space.search.metric, plan.space.search.mode)
-    best = None if chosen is None else dict(chosen.config)
-    if chosen is not None:  # the report names the configuration the final stage retrains
-        search_cb.tag_trial(str(chosen.metrics["trial_id"]), {"harness.best": "true"})
-    log(f"{method_plan.method}: {len(results)} trials searched; best {best}")
-    outcome = {"trials": len(results), "best": best}
-    if best is None or plan.space.search.final_repeats == 0:
-        return outcome
-    final_cb = MlflowTrialCallback(
-        options.tracking_uri, options.experiment, parent_run_id, plan.space.name, "final", method_plan
-    )
-    final_dir = folder / f"final-{method_plan.method}"
-    _tuner(
-        final_dir,
-        options.resume,
-        trainable,
-        partial(_final_tuner, method_plan, plan.space, best, final_dir, trainable, final_cb),
-    ).fit()
-    _stop_if_interrupted(final_dir, final_run_count(method_plan, plan.space, best))
-    return outcome
+def _objective(plan: SweepPlan) -> tuple[str, str]:
+    return plan.space.search.metric, plan.space.search.mode
 
 
 def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]) -> dict[str, Any]:
@@ -578,18 +482,49 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     folder.mkdir(parents=True, exist_ok=True)
     trained = teacher_stage(plan, teacher_cache, plan.space.resources)
     log(f"teacher stage: {trained} teacher(s) trained")
-    summary: dict[str, Any] = {"parent_run_id": parent.run_id, "teachers_trained": trained, "methods": {}}
     try:
-        for method_plan in plan.methods:
-            summary["methods"][method_plan.method] = _sweep_method(
-                method_plan, plan, options, parent.run_id, folder, teacher_cache, log
-            )
+        methods = _search_and_final_stage(plan, options, parent.run_id, folder / TRIALS_FOLDER, teacher_cache, log)
     except KeyboardInterrupt:
         parent.finish("KILLED", "interrupted; continue with harness sweep --resume")
         raise
     parent.log_metrics({"sweep_seconds": time.time() - started})
     parent.finish("FINISHED")
-    return summary
+    return {"parent_run_id": parent.run_id, "teachers_trained": trained, "methods": methods}
+
+
+def _search_and_final_stage(
+    plan: SweepPlan,
+    options: SweepOptions,
+    parent_run_id: str,
+    folder: Path,
+    teacher_cache: Path,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Every method's search and final runs, as one Tune experiment in `folder`; returns each
+    method's outcome (search trials, best sampled values)."""
+    from ray import tune
+
+    trainable = _trainable(plan, teacher_cache)
+    callback = MlflowTrialCallback(
+        options.tracking_uri, options.experiment, parent_run_id, plan.space.name, {p.method: p for p in plan.methods}
+    )
+    if options.resume and tune.Tuner.can_restore(str(folder)):
+        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = _sweep_tuner(plan, folder, trainable, callback)
+    results = tuner.fit()
+    _stop_if_interrupted(folder, plan)
+    outcomes = {}
+    for method_plan in plan.methods:
+        method = method_plan.method
+        searched = [r for r in results if r.config.get("method") == method and r.config.get(ROLE_KEY) == "trial"]
+        chosen = best_result(searched, *_objective(plan))
+        best = None if chosen is None else sampled_values(chosen.config)
+        if chosen is not None:  # the report names the configuration the final stage retrained
+            callback.tag_trial(method, str(chosen.metrics["trial_id"]), {"harness.best": "true"})
+        log(f"{method}: {len(searched)} trials searched; best {best}")
+        outcomes[method] = {"trials": len(searched), "best": best}
+    return outcomes
 
 
 __all__ = [

@@ -148,7 +148,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path) ->
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    search_dir = tmp_path / "runs" / "killed" / "search-direct"
+    search_dir = tmp_path / "runs" / "killed" / "trials"
     try:
         # Two epochs checkpointed, then SIGKILL the worker process that runs the trial.
         _wait_for(lambda: any(search_dir.glob("*/checkpoint_000001")) or driver.poll() is not None, 600, "epoch 2")

@@ -1,0 +1,116 @@
+"""The sweep's searcher and scheduler, driven directly (no Ray): methods stay apart, final runs
+follow each method's own search, and the state survives a save/restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from harness.sweep_search import DefineByRun, MethodScheduler, SweepSearcher, pick_best
+
+
+def _optuna(dims: dict) -> OptunaSearch:
+    sampler = optuna.samplers.TPESampler(seed=0, constant_liar=True)
+    return OptunaSearch(space=DefineByRun(dims), metric="val_accuracy", mode="max", sampler=sampler)
+
+
+def _final_runs(method: str, best: dict) -> list[dict]:
+    return [{**best, "seed": seed} for seed in (1, 2)]
+
+
+def _searcher(budget: int = 2) -> SweepSearcher:
+    return SweepSearcher(
+        searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}}), "direct": None},
+        budget={"kd": budget, "direct": 1},
+        final_runs=_final_runs,
+        metric="val_accuracy",
+        mode="max",
+    )
+
+
+def test_pick_best_prefers_complete_trials_then_the_metric_and_keeps_the_earliest_tie() -> None:
+    candidates = [
+        ({"val_accuracy": 0.9}, False),  # pruned (no test_accuracy)
+        ({"val_accuracy": 0.7, "test_accuracy": 0.7}, False),
+        ({"val_accuracy": 0.8, "test_accuracy": 0.8}, False),
+        ({"val_accuracy": 0.8, "test_accuracy": 0.8}, False),  # a tie: the earlier one wins
+        ({"val_accuracy": 1.0, "test_accuracy": 1.0}, True),  # errored
+        ({"val_accuracy": float("-inf"), "harness_failure_reason": "loss became NaN"}, False),
+    ]
+    assert pick_best(candidates, "val_accuracy", "max") == 2
+    assert pick_best(candidates[:1], "val_accuracy", "min") == 0
+    assert pick_best([(None, True), ({}, False)], "val_accuracy", "max") is None
+
+
+def test_search_trials_alternate_methods_and_final_runs_follow_each_search() -> None:
+    searcher = _searcher()
+    first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
+    assert (first["method"], second["method"], third["method"]) == ("kd", "direct", "kd")
+    assert set(first) == {"method", "role", "kd.alpha"} and first["role"] == "trial"
+    assert second == {"method": "direct", "role": "trial"}  # nothing to sample: its fixed config
+    assert searcher.suggest("t3") is None  # every search trial handed out; none has ended
+
+    searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})  # direct's search ends
+    finals = [searcher.suggest(f"f{i}") for i in range(2)]
+    assert finals == [{"method": "direct", "role": "final", "seed": s} for s in (1, 2)]
+    assert searcher.suggest("t4") is None  # kd still searches
+
+    searcher.on_trial_complete("t0", {"val_accuracy": 0.6, "test_accuracy": 0.6})
+    searcher.on_trial_complete("f0", {"val_accuracy": 0.5, "test_accuracy": 0.5})  # a final run: ignored
+    assert searcher.suggest("t5") is None
+    searcher.on_trial_complete("t2", {"val_accuracy": 0.9, "test_accuracy": 0.9})
+    kd_finals = [searcher.suggest(f"k{i}") for i in range(2)]
+    assert [run["kd.alpha"] for run in kd_finals] == [third["kd.alpha"]] * 2  # the better kd trial
+    assert searcher.suggest("t6") == Searcher.FINISHED
+
+
+def test_a_method_whose_trials_all_failed_gets_no_final_runs() -> None:
+    searcher = _searcher(budget=1)
+    for trial_id in ("a", "b"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("a", None, error=True)
+    searcher.on_trial_complete("b", {"val_accuracy": 0.5, "test_accuracy": 0.5})
+    assert searcher.best["kd"] is None
+    assert [searcher.suggest(f"f{i}")["method"] for i in range(2)] == ["direct", "direct"]
+    assert searcher.suggest("end") == Searcher.FINISHED
+
+
+def test_the_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
+    searcher = _searcher()
+    for trial_id in ("t0", "t1"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = _searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1}  # queued runs first
+    assert restored.suggest("f1")["seed"] == 2
+    assert restored.suggest("t2")["method"] == "kd"  # the round-robin goes on where it was
+    assert restored.suggest("t3") is None
+
+
+def _trial(trial_id: str, method: str, role: str) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, config={"method": method, "role": role})
+
+
+@pytest.mark.parametrize("role", ["trial", "final"])
+def test_the_scheduler_prunes_search_trials_per_method_and_never_final_runs(role: str) -> None:
+    def asha() -> ASHAScheduler:
+        return ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=4, grace_period=1)
+
+    scheduler = MethodScheduler({"kd": asha(), "direct": asha()})
+    good, other_method, bad = _trial("a", "kd", "trial"), _trial("b", "direct", role), _trial("c", "kd", role)
+    for trial in (good, other_method, bad):
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, good, {"training_iteration": 1, "val_accuracy": 0.9}) == "CONTINUE"
+    # direct's rung holds only its own trials: a worse value than kd's does not prune it
+    decision = scheduler.on_trial_result(None, other_method, {"training_iteration": 1, "val_accuracy": 0.1})
+    assert decision == TrialScheduler.CONTINUE
+    decision = scheduler.on_trial_result(None, bad, {"training_iteration": 1, "val_accuracy": 0.1})
+    assert decision == (TrialScheduler.STOP if role == "trial" else TrialScheduler.CONTINUE)
