@@ -294,12 +294,6 @@ def final_seeds(space: SpaceFile, base_seed: int) -> list[int]:
     return [base_seed + 1 + k for k in range(space.search.final_repeats)]
 
 
-def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
-    """The sampled values of the best trial that ran every epoch (else the best of all)."""
-    found = best_result(results, metric, mode)
-    return None if found is None else sampled_values(found.config)
-
-
 def best_result(results: Any, metric: str, mode: str) -> Any | None:
     """The Tune result of the best trial that ran every epoch (else the best of all); ties keep
     the earliest. The same choice `SweepSearcher` makes when it queues the final runs."""

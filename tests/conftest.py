@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +130,38 @@ def smoke_sweep(ray_2_cpus, tmp_path_factory):
     plan = plan_sweep(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
     summary = run_sweep(plan, options, log=lambda _: None)
     return plan, options, summary
+
+
+@pytest.fixture
+def harness_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """`harness_ui(tracking_uri)` starts `harness ui` on a free loopback port and returns its base
+    URL once MLflow's API answers; every server started is stopped after the test."""
+    servers: list[subprocess.Popen] = []
+
+    def start(tracking_uri: str) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking_uri, "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        servers.append(server)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=5", timeout=5):
+                    return base
+            except OSError:
+                assert server.poll() is None, "harness ui exited"
+                assert time.monotonic() < deadline, "harness ui did not answer in time"
+                time.sleep(1)
+
+    yield start
+    for server in servers:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,42 +167,18 @@ def test_default_space_on_digits_end_to_end(train_default_space_on_digits) -> No
     assert metrics["test_accuracy"] > 0.3
 
 
-def test_ui_serves_the_store_on_loopback(workdir: Path, tiny_space: Path) -> None:
+def test_ui_serves_the_store_on_loopback(workdir: Path, harness_ui) -> None:
     """`harness ui` answers on 127.0.0.1 with the experiment the store holds."""
     import json
-    import socket
-    import time
     import urllib.request
 
     from harness.tracking import TrackedRun
 
     TrackedRun(str(workdir / "mlflow.db"), "tiny", "probe", {"harness.role": "trial"}).finish()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", str(workdir / "mlflow.db"), "--port", str(port)],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=10"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    names = [e["name"] for e in json.load(response)["experiments"]]
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(1)
-        assert "tiny" in names
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    base = harness_ui(str(workdir / "mlflow.db"))
+    assert base.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=10", timeout=5) as response:
+        assert "tiny" in [e["name"] for e in json.load(response)["experiments"]]
 
 
 def test_ui_without_a_store_is_bad_input(workdir: Path, capsys) -> None:

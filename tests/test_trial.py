@@ -41,6 +41,8 @@ def test_trial_learns_and_reports_every_metric(method: str, make_config, teacher
     if method == "kd":
         assert {"teacher_test_accuracy", "teacher_macs", "teacher_energy_uj"} <= set(metrics)
         assert metrics["teacher_test_accuracy"] > 0.6
+        noisy = {f"teacher_noise/{n}/{level:g}" for n, levels in config.eval.noise.items() for level in levels}
+        assert noisy <= set(metrics) and all(0.0 < metrics[k] <= 1.0 for k in noisy)
     # It learns: well above chance after three short epochs.
     assert metrics["test_accuracy"] > 3 * CHANCE
     assert metrics["test_accuracy"] == metrics[f"timestep/{config.snn.time_steps}"]

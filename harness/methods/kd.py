@@ -14,7 +14,9 @@ from torch import Tensor, nn
 from harness.methods import register_method
 from harness.methods.base import TrialContext
 from harness.methods.student import StudentMethod
+from harness.noise import apply_noise
 from harness.teacher import load_or_train_teacher
+from harness.training import accuracy
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float) -> Tensor:
@@ -85,4 +87,19 @@ class KDMethod(StudentMethod):
         return loss
 
     def extra_metrics(self) -> dict[str, float]:
-        return dict(self.teacher_record.metrics)
+        """The teacher's cached figures (`teacher_test_accuracy`, ...) and its test accuracy
+        under every noise of `eval.noise` (`teacher_noise/<type>/<level>`), on the same seeded
+        corruptions as the student's `noise/...`, so the report's teacher row compares."""
+        ctx = self.ctx
+        metrics = dict(self.teacher_record.metrics)
+        for noise, levels in ctx.config.eval.noise.items():
+            for level in levels:
+                metrics[f"teacher_noise/{noise}/{level:g}"] = accuracy(
+                    self.teacher,
+                    apply_noise(ctx.data.test_x, noise, level),
+                    ctx.data.test_y,
+                    time_steps=1,
+                    normalize=ctx.data.normalize,
+                    batch_size=ctx.config.train.eval_batch_size,
+                )
+        return metrics

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,39 +38,11 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def ui_url(smoke_sweep, tmp_path: Path) -> Iterator[str]:
-    """`harness ui` on the smoke store; yields its base URL once the API answers."""
+def ui_url(smoke_sweep, harness_ui) -> str:
+    """`harness ui` on the smoke store: its base URL once the API answers."""
     _, options, _ = smoke_sweep
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", options.tracking_uri, "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=5", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, "harness ui exited"
-                assert time.monotonic() < deadline, "harness ui did not answer in time"
-                time.sleep(1)
-        yield base
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    return harness_ui(options.tracking_uri)
 
 
 def test_the_experiment_page_lists_every_trial_run_by_name(smoke_sweep, ui_url: str, tmp_path: Path) -> None:
