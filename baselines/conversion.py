@@ -26,7 +26,7 @@ from harness.methods import register_method
 from harness.methods.base import network_for
 from harness.methods.student import StudentMethod
 from harness.models import ActivationFactory, SpikingNetwork, create_model, relu
-from harness.training import accuracy
+from harness.training import accuracy, noise_accuracies
 
 
 def _activation(config: TrialConfig) -> ActivationFactory:
@@ -95,13 +95,11 @@ class ConversionMethod(StudentMethod):
         )
 
     def extra_metrics(self) -> dict[str, float]:
+        """The ANN before conversion: clean test accuracy (`ann_test_accuracy`) and under every
+        noise of `eval.noise` (`ann_noise/<type>/<level>`), which separates what conversion
+        loses from what the ANN itself lacks."""
         data, cfg = self.ctx.data, self.ctx.config
-        ann_accuracy = accuracy(
-            self.ann,
-            data.test_x,
-            data.test_y,
-            time_steps=1,
-            normalize=data.normalize,
-            batch_size=cfg.train.eval_batch_size,
+        evaluate = {"time_steps": 1, "normalize": data.normalize, "batch_size": cfg.train.eval_batch_size}
+        return {"ann_test_accuracy": accuracy(self.ann, data.test_x, data.test_y, **evaluate)} | noise_accuracies(
+            self.ann, data.test_x, data.test_y, cfg.eval.noise, prefix="ann_noise/", **evaluate
         )
-        return {"ann_test_accuracy": ann_accuracy}

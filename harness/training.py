@@ -7,7 +7,7 @@ slicing by a shuffled index; no DataLoader workers. Neuron state is reset after 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from harness.config import TrainConfig
 from harness.errors import TrialFailed
+from harness.noise import apply_noise
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """Maps (normalised images, labels) to a scalar loss; it runs the network(s) itself."""
@@ -181,3 +182,31 @@ def accuracy(
     """Accuracy (fraction) of the time-averaged logits at `time_steps`."""
     steps = predict_steps(model, x, time_steps=time_steps, normalize=normalize, batch_size=batch_size)
     return cumulative_accuracy(steps, y)[-1].item()
+
+
+def noise_accuracies(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    noise: Mapping[str, Sequence[float]],
+    *,
+    prefix: str,
+    time_steps: int,
+    normalize: Callable[[Tensor], Tensor],
+    batch_size: int,
+) -> dict[str, float]:
+    """Accuracy of `model` on `x` corrupted by every (type, level) of `noise`, keyed
+    `<prefix><type>/<level>`. Corruptions are seeded per (type, level, sample), so every model
+    evaluated this way sees the same corrupted images."""
+    return {
+        f"{prefix}{kind}/{level:g}": accuracy(
+            model,
+            apply_noise(x, kind, level),
+            y,
+            time_steps=time_steps,
+            normalize=normalize,
+            batch_size=batch_size,
+        )
+        for kind, levels in noise.items()
+        for level in levels
+    }

@@ -20,8 +20,7 @@ from harness.data import DataSplits, load_dataset
 from harness.efficiency import count_ops
 from harness.methods import Method, TrialContext, create_method
 from harness.models import count_parameters
-from harness.noise import apply_noise
-from harness.training import accuracy, cumulative_accuracy, predict_steps
+from harness.training import accuracy, cumulative_accuracy, noise_accuracies, predict_steps
 
 Report = Callable[[dict[str, float], int, Method], None]
 """Receives each epoch's metrics, the epoch number and the method (for checkpoints); the
@@ -170,15 +169,14 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
     metrics = {"test_accuracy": curve[t_eval - 1].item(), "params": float(count_parameters(net))}
     metrics |= {f"timestep/{t}": curve[t - 1].item() for t in config.eval.time_steps}
     metrics |= counts.summary(t_eval)
-    for noise, levels in config.eval.noise.items():
-        for level in levels:
-            noisy = apply_noise(data.test_x, noise, level)
-            metrics[f"noise/{noise}/{level:g}"] = accuracy(
-                net,
-                noisy,
-                data.test_y,
-                time_steps=t_eval,
-                normalize=data.normalize,
-                batch_size=eval_batch(config, t_eval),
-            )
+    metrics |= noise_accuracies(
+        net,
+        data.test_x,
+        data.test_y,
+        config.eval.noise,
+        prefix="noise/",
+        time_steps=t_eval,
+        normalize=data.normalize,
+        batch_size=eval_batch(config, t_eval),
+    )
     return metrics

@@ -89,10 +89,20 @@ def noise_table(exp: ExperimentRuns) -> Table:
             notes.append(
                 f"The teacher's accuracy under noise is not logged: its row shows clean accuracy only ({DASH})."
             )
+    ann_rows = []
     for method in exp.methods:
         runs = exp.finals_at(method, reference)
         if not runs.empty:
             rows.append((method, tuple(metric_stat(runs, m) for m in metrics)))
+        ann = metric_stat(runs, "ann_test_accuracy")  # a method that trains an ANN first (conversion)
+        if ann is not None:
+            ann_rows.append(f"`{method} (ANN)`")
+            rows.append((f"{method} (ANN)", (ann, *(metric_stat(runs, f"ann_{m}") for m in metrics[1:]))))
+    if ann_rows:
+        notes.append(
+            f"{', '.join(ann_rows)}: the ANN each run trained before converting it, on the same images, "
+            "which separates what conversion loses from what the ANN lacks."
+        )
     return Table(
         key="accuracy_vs_noise",
         title=f"Test accuracy under input noise at T = {reference}",

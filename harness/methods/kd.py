@@ -14,9 +14,8 @@ from torch import Tensor, nn
 from harness.methods import register_method
 from harness.methods.base import TrialContext
 from harness.methods.student import StudentMethod
-from harness.noise import apply_noise
 from harness.teacher import load_or_train_teacher
-from harness.training import accuracy
+from harness.training import noise_accuracies
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float) -> Tensor:
@@ -90,16 +89,14 @@ class KDMethod(StudentMethod):
         """The teacher's cached figures (`teacher_test_accuracy`, ...) and its test accuracy
         under every noise of `eval.noise` (`teacher_noise/<type>/<level>`), on the same seeded
         corruptions as the student's `noise/...`, so the report's teacher row compares."""
-        ctx = self.ctx
-        metrics = dict(self.teacher_record.metrics)
-        for noise, levels in ctx.config.eval.noise.items():
-            for level in levels:
-                metrics[f"teacher_noise/{noise}/{level:g}"] = accuracy(
-                    self.teacher,
-                    apply_noise(ctx.data.test_x, noise, level),
-                    ctx.data.test_y,
-                    time_steps=1,
-                    normalize=ctx.data.normalize,
-                    batch_size=ctx.config.train.eval_batch_size,
-                )
-        return metrics
+        data = self.ctx.data
+        return dict(self.teacher_record.metrics) | noise_accuracies(
+            self.teacher,
+            data.test_x,
+            data.test_y,
+            self.ctx.config.eval.noise,
+            prefix="teacher_noise/",
+            time_steps=1,
+            normalize=data.normalize,
+            batch_size=self.ctx.config.train.eval_batch_size,
+        )

@@ -31,6 +31,8 @@ def test_conversion_trial_reports_the_curve_and_its_ann(variant: str, make_confi
     assert "teacher_test_accuracy" not in metrics  # no teacher for conversion
     assert metrics["test_accuracy"] == metrics["timestep/8"]  # measured at eval.reference_time_steps
     assert metrics["ann_test_accuracy"] > 0.5  # the ANN learned
+    ann_noise = {f"ann_noise/{n}/{level:g}" for n, levels in config.eval.noise.items() for level in levels}
+    assert ann_noise <= set(metrics) and all(0.0 < metrics[k] <= 1.0 for k in ann_noise)
     assert metrics["timestep/16"] >= metrics["timestep/1"]
     assert metrics["acs"] > 0  # converted neurons' spikes are counted as accumulates
 

@@ -69,6 +69,10 @@ def test_noise_table_cells_are_the_mlflow_means_and_stds(smoke_report: Path, smo
     teacher_noisy = [r.data.metrics["teacher_noise/gaussian/0.1"] for r in teacher]
     _assert_cell(table["teacher (ANN)"], "gaussian 0.1", teacher_noisy)
     assert "not logged" not in (smoke_report.parent / "tables" / "accuracy_vs_noise.md").read_text()
+    converted = _at(finals, "conversion", 2)  # its ANN, before conversion, on the same images
+    ann = table["conversion (ANN)"]
+    _assert_cell(ann, "clean", [r.data.metrics["ann_test_accuracy"] for r in converted])
+    _assert_cell(ann, "gaussian 0.1", [r.data.metrics["ann_noise/gaussian/0.1"] for r in converted])
 
 
 def test_time_step_table_uses_runs_trained_at_each_t_and_the_conversion_curve(
