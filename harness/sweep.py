@@ -14,6 +14,7 @@ teacher cache under the sweep's storage path, which every node must reach.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -37,12 +38,14 @@ from harness.config import (
     resolve_trial_config,
     unflatten,
 )
+from harness.errors import HarnessInputError
 from harness.methods import METHODS, Method
 from harness.ray_workers import FAILURE_KEY, NODE_KEY, ROLE_KEY, run_trial, train_teacher_task
-from harness.sweep_search import DefineByRun, MethodScheduler, SweepSearcher, pick_best
+from harness.sweep_search import DefineByRun, MethodScheduler, SweepSearcher
 from harness.tracking import TrackedRun, param_value
 
 TRIALS_FOLDER = "trials"  # the sweep's Tune experiment, under <storage>/<space name>/
+PLAN_FILE = "plan.json"  # the resolved plan of the sweep in that folder; --resume must match it
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,20 @@ class SweepPlan:
         search = self.space.search
         lines = [f"sweep {self.space.name!r} from {self.source}"]
         for plan in self.methods:
-            dims = ", ".join(plan.dims) or "none"
-            lines.append(f"  {plan.method}: {search.num_samples} trials, searching {dims}")
+            dims = ", ".join(plan.dims) or "nothing (one trial of its fixed config)"
+            lines.append(f"  {plan.method}: {search_budget(plan, self.space)} trials, searching {dims}")
         finals = sum(final_run_count(plan, self.space) for plan in self.methods)
-        total = search.num_samples * len(self.methods) + finals
+        total = sum(search_budget(plan, self.space) for plan in self.methods) + finals
         lines.append(
             f"  final stage: {search.final_repeats} seeds per method and T ({finals} runs, more if a search's best T "
             f"is another); {total} trials in all"
         )
         return "\n".join(lines)
+
+
+def search_budget(plan: MethodPlan, space: SpaceFile) -> int:
+    """Search trials of a method: `search.num_samples`, or one when it samples nothing."""
+    return space.search.num_samples if plan.dims else 1
 
 
 def applicable_dims(method: type[Method], space: Mapping[str, Distribution]) -> dict[str, dict[str, Any]]:
@@ -294,19 +302,6 @@ def final_seeds(space: SpaceFile, base_seed: int) -> list[int]:
     return [base_seed + 1 + k for k in range(space.search.final_repeats)]
 
 
-def best_result(results: Any, metric: str, mode: str) -> Any | None:
-    """The Tune result of the best trial that ran every epoch (else the best of all); ties keep
-    the earliest. The same choice `SweepSearcher` makes when it queues the final runs."""
-    results = list(results)
-    chosen = pick_best(((r.metrics, r.error is not None) for r in results), metric, mode)
-    return None if chosen is None else results[chosen]
-
-
-def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial config without the sweep's own keys (`method`, `role`)."""
-    return {key: value for key, value in config.items() if key not in ("method", ROLE_KEY)}
-
-
 @dataclass(frozen=True)
 class SweepOptions:
     """Where and how a sweep runs (from the CLI flags)."""
@@ -369,7 +364,7 @@ def _searcher(plan: SweepPlan) -> SweepSearcher:
 
     return SweepSearcher(
         searchers={p.method: optuna_search(p) for p in plan.methods},
-        budget={p.method: search.num_samples if p.dims else 1 for p in plan.methods},
+        budget={p.method: search_budget(p, plan.space) for p in plan.methods},
         final_runs=partial(final_runs, plan),
         metric=search.metric,
         mode=search.mode,
@@ -421,30 +416,61 @@ def _sweep_tuner(plan: SweepPlan, folder: Path, trainable: Any, callback: Any) -
     )
 
 
-def _stop_if_interrupted(folder: Path, plan: SweepPlan) -> None:
-    """Raises KeyboardInterrupt unless every search trial and final run in `folder` ended.
+def _stop_if_interrupted(folder: Path, searcher: SweepSearcher) -> None:
+    """Raises KeyboardInterrupt unless every trial in `folder` ended and the searcher is done.
 
     Tune returns normally after Ctrl-C and marks the stopped trials terminated in memory;
-    the experiment state it saved first still shows them unfinished (or final runs not yet
-    created), and --resume reads it.
+    the experiment state it saved first (with the searcher) still shows them unfinished, or
+    final runs not yet handed out, and --resume reads it.
     """
     from ray.tune import ExperimentAnalysis
 
     trials = ExperimentAnalysis(str(folder)).trials
-    ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
-    expected = 0
-    for method_plan in plan.methods:
-        search = [t for t in trials if t.config.get("method") == method_plan.method and t.config[ROLE_KEY] == "trial"]
-        expected += plan.space.search.num_samples if method_plan.dims else 1
-        chosen = pick_best(((t.last_result, t.status == "ERROR") for t in search), *_objective(plan))
-        if chosen is not None:
-            expected += final_run_count(method_plan, plan.space, sampled_values(search[chosen].config))
-    if len(ended) < expected:
+    if not searcher.done or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
         raise KeyboardInterrupt(f"interrupted with trials unfinished in {folder}; continue with --resume")
 
 
-def _objective(plan: SweepPlan) -> tuple[str, str]:
-    return plan.space.search.metric, plan.space.search.mode
+def _plan_record(plan: SweepPlan) -> dict[str, Any]:
+    """What a sweep's trials are made of (as JSON values): per method its fixed config and
+    dims, and the search settings."""
+    record = {
+        "methods": {p.method: {"base": p.base, "dims": p.dims} for p in plan.methods},
+        "search": plan.space.search.model_dump(mode="json"),
+    }
+    return json.loads(json.dumps(record, default=str))
+
+
+def _leaves(value: Any, path: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _leaves(item, f"{path}{key}/").items()}
+    return {path.rstrip("/"): value}
+
+
+def check_same_plan(plan: SweepPlan, folder: Path) -> None:
+    """Refuses to continue the sweep in `folder` with another plan than the one it started with
+    (another space file or `--set`): its searcher and trials were made from the first.
+
+    Raises:
+        HarnessInputError: naming the first setting that differs.
+    """
+    path = folder / PLAN_FILE
+    if not path.exists():
+        return
+    before, now = _leaves(json.loads(path.read_text())), _leaves(_plan_record(plan))
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            raise HarnessInputError(
+                f"{plan.source}: {key} is {now.get(key)!r}, but the sweep in {folder} started with "
+                f"{before.get(key)!r}; resume it with the same space and --set, or remove that folder to start again"
+            )
+
+
+def _record_plan(plan: SweepPlan, folder: Path) -> None:
+    path = folder / PLAN_FILE
+    if not path.exists():
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(_plan_record(plan), indent=1, sort_keys=True))
+        scratch.replace(path)
 
 
 def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]) -> dict[str, Any]:
@@ -463,6 +489,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     teacher_cache = storage / "teacher_cache"
     sweep_id = plan.space.name
     started = time.time()
+    check_same_plan(plan, folder)
     parent = TrackedRun.find_or_create(
         options.tracking_uri,
         options.experiment,
@@ -474,6 +501,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
         # "local": a new in-process instance, never a leftover one that `ray start` recorded in /tmp/ray.
         ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
     folder.mkdir(parents=True, exist_ok=True)
+    _record_plan(plan, folder)
     trained = teacher_stage(plan, teacher_cache, plan.space.resources)
     log(f"teacher stage: {trained} teacher(s) trained")
     try:
@@ -503,21 +531,21 @@ def _search_and_final_stage(
         options.tracking_uri, options.experiment, parent_run_id, plan.space.name, {p.method: p for p in plan.methods}
     )
     if options.resume and tune.Tuner.can_restore(str(folder)):
-        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+        # Errored trials stay errored: the searcher has counted them already and would ignore
+        # a rerun's result (and a deterministic failure ends FAILED, not errored, anyway).
+        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = _sweep_tuner(plan, folder, trainable, callback)
-    results = tuner.fit()
-    _stop_if_interrupted(folder, plan)
+    tuner.fit()
+    searcher = SweepSearcher.saved(folder)
+    _stop_if_interrupted(folder, searcher)
     outcomes = {}
     for method_plan in plan.methods:
-        method = method_plan.method
-        searched = [r for r in results if r.config.get("method") == method and r.config.get(ROLE_KEY) == "trial"]
-        chosen = best_result(searched, *_objective(plan))
-        best = None if chosen is None else sampled_values(chosen.config)
-        if chosen is not None:  # the report names the configuration the final stage retrained
-            callback.tag_trial(method, str(chosen.metrics["trial_id"]), {"harness.best": "true"})
-        log(f"{method}: {len(searched)} trials searched; best {best}")
-        outcomes[method] = {"trials": len(searched), "best": best}
+        method, best = method_plan.method, searcher.best[method_plan.method]
+        if searcher.chosen[method] is not None:  # the report names the configuration the final runs retrained
+            callback.tag_trial(method, searcher.chosen[method], {"harness.best": "true"})
+        log(f"{method}: {len(searcher.sampled[method])} trials searched; best {best}")
+        outcomes[method] = {"trials": len(searcher.sampled[method]), "best": best}
     return outcomes
 
 

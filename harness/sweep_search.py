@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -89,7 +90,21 @@ class SweepSearcher(Searcher):
         self.trials: dict[str, tuple[str, int]] = {}  # search trial id -> (method, suggestion index)
         self.queued: list[dict[str, Any]] = []  # final runs not yet handed out
         self.best: dict[str, dict[str, Any] | None] = {}  # per method whose search is complete
+        self.chosen: dict[str, str | None] = {}  # the trial id of that best configuration
         self.turn = 0
+
+    @classmethod
+    def saved(cls, folder: str | Path) -> SweepSearcher:
+        """The searcher as Tune last saved it with the experiment in `folder`: the one record of
+        which trial each method chose (its final runs retrain that one) and of what is left."""
+        searcher = cls.__new__(cls)
+        searcher.restore_from_dir(str(folder))
+        return searcher
+
+    @property
+    def done(self) -> bool:
+        """Every method's search has ended and every final run has been handed out."""
+        return len(self.best) == len(self.methods) and not self.queued
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # set at construction, as every sub-searcher's
@@ -138,6 +153,8 @@ class SweepSearcher(Searcher):
         chosen = pick_best((outcomes[i] for i in range(len(outcomes))), self.metric, self.mode)
         best = None if chosen is None else self.sampled[method][chosen]
         self.best[method] = best
+        ids = {index: trial_id for trial_id, (m, index) in self.trials.items() if m == method}
+        self.chosen[method] = None if chosen is None else ids[chosen]
         runs = [] if best is None else self.final_runs(method, best)
         self.queued.extend({**run, "method": method, ROLE_KEY: "final"} for run in runs)
         print(f"search {method}: done, best {best}; {len(runs)} final run(s) queued", file=sys.stderr, flush=True)
@@ -153,6 +170,10 @@ class SweepSearcher(Searcher):
 
 class MethodScheduler(FIFOScheduler):
     """Routes each search trial to its method's scheduler (ASHA); final runs always continue.
+
+    Tune does not save a scheduler with the experiment: after `--resume` each method's ASHA
+    starts with empty rungs, so the search trials still to run are compared only with each
+    other (none is pruned against the trials that ended before the interruption).
 
     Args:
         schedulers: per method, the scheduler of its search trials.

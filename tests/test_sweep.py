@@ -9,6 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
+from harness.errors import HarnessInputError
 from harness.sweep import SweepOptions, final_time_steps, plan_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,3 +228,22 @@ def test_final_time_steps_narrow_what_the_final_stage_trains(tmp_path: Path) -> 
     assert final_time_steps(by_method["kd"], plan.space) == (1, 2)  # the reference T (2) always
     assert final_time_steps(by_method["kd"], plan.space, {"snn.time_steps": 3}) == (1, 2, 3)  # and the best T
     assert final_time_steps(by_method["conversion"], plan.space, {"conversion.levels": 4}) == (2,)
+
+
+def test_resuming_with_another_plan_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
+    from harness.sweep import _record_plan, check_same_plan
+
+    plan = plan_sweep(SMOKE)
+    folder = tmp_path / "runs" / plan.space.name
+    folder.mkdir(parents=True)
+    _record_plan(plan, folder)  # what the sweep writes when it starts
+    check_same_plan(plan_sweep(SMOKE), folder)  # the same plan: fine
+    with pytest.raises(HarnessInputError, match=r"methods/\w+/base/train.epochs is 9, but .* started with 4"):
+        check_same_plan(plan_sweep(SMOKE, [("train.epochs", 9)]), folder)
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["sweep", "--space", str(SMOKE), "--storage", str(tmp_path / "runs"), "--tracking-uri", tracking]
+    assert main([*argv, "--resume", "--set", "train.epochs=9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.epochs is 9" in err
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched

@@ -56,6 +56,7 @@ def test_search_trials_alternate_methods_and_final_runs_follow_each_search() -> 
     assert second == {"method": "direct", "role": "trial"}  # nothing to sample: its fixed config
     assert searcher.suggest("t3") is None  # every search trial handed out; none has ended
 
+    assert not searcher.done
     searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})  # direct's search ends
     finals = [searcher.suggest(f"f{i}") for i in range(2)]
     assert finals == [{"method": "direct", "role": "final", "seed": s} for s in (1, 2)]
@@ -67,6 +68,8 @@ def test_search_trials_alternate_methods_and_final_runs_follow_each_search() -> 
     searcher.on_trial_complete("t2", {"val_accuracy": 0.9, "test_accuracy": 0.9})
     kd_finals = [searcher.suggest(f"k{i}") for i in range(2)]
     assert [run["kd.alpha"] for run in kd_finals] == [third["kd.alpha"]] * 2  # the better kd trial
+    assert searcher.chosen == {"direct": "t1", "kd": "t2"}  # what the sweep tags harness.best
+    assert searcher.done
     assert searcher.suggest("t6") == Searcher.FINISHED
 
 
@@ -76,7 +79,7 @@ def test_a_method_whose_trials_all_failed_gets_no_final_runs() -> None:
         searcher.suggest(trial_id)
     searcher.on_trial_complete("a", None, error=True)
     searcher.on_trial_complete("b", {"val_accuracy": 0.5, "test_accuracy": 0.5})
-    assert searcher.best["kd"] is None
+    assert searcher.best["kd"] is None and searcher.chosen["kd"] is None
     assert [searcher.suggest(f"f{i}")["method"] for i in range(2)] == ["direct", "direct"]
     assert searcher.suggest("end") == Searcher.FINISHED
 
@@ -86,9 +89,8 @@ def test_the_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
     for trial_id in ("t0", "t1"):
         searcher.suggest(trial_id)
     searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})
-    searcher.save(str(tmp_path / "searcher.pkl"))
-    restored = _searcher()
-    restored.restore(str(tmp_path / "searcher.pkl"))
+    searcher.save_to_dir(str(tmp_path))  # as Tune saves it with the experiment
+    restored = SweepSearcher.saved(tmp_path)
     assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1}  # queued runs first
     assert restored.suggest("f1")["seed"] == 2
     assert restored.suggest("t2")["method"] == "kd"  # the round-robin goes on where it was
