@@ -23,9 +23,10 @@ from harness.config import TrialConfig
 from harness.efficiency import count_ops
 from harness.methods.base import TrialContext, network_for
 from harness.models import SpikingNetwork, count_parameters, relu
-from harness.training import accuracy, make_optimizer, make_schedule, shift_for, train_one_epoch
+from harness.training import accuracy, make_optimizer, make_schedule, noise_accuracies, shift_for, train_one_epoch
 
 CACHE_FORMAT = 1
+NOISE_FILE = "noise_accuracy.json"  # beside teacher.pt: its test accuracy per "<type>/<level>"
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,32 @@ def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
         )
         os.replace(tmp, path)
         return TeacherRecord(model, key, path, metrics, trained_now=True)
+
+
+def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[str, float]:
+    """The teacher's test accuracy under every noise of `eval.noise`, as
+    `teacher_noise/<type>/<level>`: computed once per teacher and (type, level), on the same
+    seeded corruptions as the students', and kept beside the teacher in the cache."""
+    path = record.path.parent / NOISE_FILE
+    cached: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+    noise = ctx.config.eval.noise
+    missing = {kind: [lv for lv in levels if f"{kind}/{lv:g}" not in cached] for kind, levels in noise.items()}
+    missing = {kind: levels for kind, levels in missing.items() if levels}
+    if missing:
+        data = ctx.data
+        cached |= noise_accuracies(
+            record.model,
+            data.test_x,
+            data.test_y,
+            missing,
+            prefix="",
+            time_steps=1,
+            normalize=data.normalize,
+            batch_size=ctx.config.train.eval_batch_size,
+        )
+        scratch = path.with_suffix(f".tmp{os.getpid()}")
+        scratch.write_text(json.dumps(cached, indent=1, sort_keys=True))
+        os.replace(scratch, path)  # concurrent trials may both compute; either file is whole and right
+    keys = [f"{kind}/{level:g}" for kind, levels in noise.items() for level in levels]
+    return {f"teacher_noise/{key}": cached[key] for key in keys}
+

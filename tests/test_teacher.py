@@ -44,3 +44,28 @@ def test_a_fixed_teacher_seed_shares_one_teacher_across_trial_seeds(make_config,
 
     assert key(**{"seed": 0, "teacher.seed": 0}) == key(**{"seed": 5, "teacher.seed": 0}) == key(seed=0)
     assert key(**{"seed": 5, "teacher.seed": 1}) == key(seed=1) != key(seed=5)
+
+
+def test_the_teachers_noise_accuracy_is_computed_once_per_noise_and_cached(make_config, tmp_path: Path) -> None:
+    import json
+
+    from harness.teacher import NOISE_FILE, teacher_noise_accuracies
+    from harness.training import noise_accuracies
+
+    config = make_config("kd", **{"teacher.epochs": 1, "eval.noise": {"gaussian": [0.1]}})
+    ctx = _context(config, tmp_path)
+    record = load_or_train_teacher(ctx)
+    first = teacher_noise_accuracies(record, ctx)
+    data = ctx.data
+    direct = noise_accuracies(
+        record.model, data.test_x, data.test_y, {"gaussian": [0.1]}, prefix="teacher_noise/",
+        time_steps=1, normalize=data.normalize, batch_size=config.train.eval_batch_size,
+    )  # fmt: skip
+    assert first == direct
+    cache = record.path.parent / NOISE_FILE
+    cache.write_text(json.dumps({"gaussian/0.1": 0.123}))  # a marker: the next call must read it, not recompute
+    more = make_config("kd", **{"teacher.epochs": 1, "eval.noise": {"gaussian": [0.1], "salt_pepper": [0.05]}})
+    second = teacher_noise_accuracies(record, _context(more, tmp_path))
+    assert second["teacher_noise/gaussian/0.1"] == 0.123
+    assert 0.0 < second["teacher_noise/salt_pepper/0.05"] <= 1.0  # the new level is computed and added
+    assert set(json.loads(cache.read_text())) == {"gaussian/0.1", "salt_pepper/0.05"}

@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from harness.methods import register_method
 from harness.methods.base import TrialContext
 from harness.methods.student import StudentMethod
-from harness.teacher import load_or_train_teacher
-from harness.training import noise_accuracies
+from harness.teacher import load_or_train_teacher, teacher_noise_accuracies
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float) -> Tensor:
@@ -89,14 +88,4 @@ class KDMethod(StudentMethod):
         """The teacher's cached figures (`teacher_test_accuracy`, ...) and its test accuracy
         under every noise of `eval.noise` (`teacher_noise/<type>/<level>`), on the same seeded
         corruptions as the student's `noise/...`, so the report's teacher row compares."""
-        data = self.ctx.data
-        return dict(self.teacher_record.metrics) | noise_accuracies(
-            self.teacher,
-            data.test_x,
-            data.test_y,
-            self.ctx.config.eval.noise,
-            prefix="teacher_noise/",
-            time_steps=1,
-            normalize=data.normalize,
-            batch_size=self.ctx.config.train.eval_batch_size,
-        )
+        return dict(self.teacher_record.metrics) | teacher_noise_accuracies(self.teacher_record, self.ctx)
