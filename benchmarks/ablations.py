@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import Timing, fmt, interleaved, machine, median, paired_ratio, save_results, table, timed
+from benchlib import Timing, fmt, interleaved, median, paired_ratio, publish, table, timed
 from spikingjelly.activation_based import functional, neuron, surrogate
 from throughput import HEADLINE, PlainLIFDirect, Setup, make_setup, trial_config
 
@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.dataset, args.width, args.batch_size, args.device, args.amp = "mnist-5k", 16, 128, "cpu", "none"
     setup = make_setup(args)
     result = measure(setup, args.repeats, compile_too=not args.quick)
-    path = save_results("ablations" + ("_quick" if args.quick else ""), result, args.out)
-    print(report(result))
-    print(f"machine: {machine()['cpu']}; results: {path}")
+    publish("ablations", result, report(result), quick=args.quick, out=args.out)
     return result
 
 

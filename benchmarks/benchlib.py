@@ -201,6 +201,20 @@ def save_results(name: str, payload: Mapping[str, Any], out: Path | None = None)
     return path
 
 
+def publish(
+    name: str, result: Mapping[str, Any], summary: str, *, quick: bool, out: Path | None, headline: str | None = None
+) -> Path:
+    """What every benchmark ends with: saves `result` as `<name>[_quick].json`, prints the
+    Markdown `summary`, the machine and the file, and last `headline=<value>` when given
+    (the line `run.py` and a reader look for)."""
+    path = save_results(name + ("_quick" if quick else ""), result, out)
+    print(summary)
+    print(f"machine: {machine()['cpu']}; results: {path}")
+    if headline is not None:
+        print(f"{headline}={result[headline]:.3f}")
+    return path
+
+
 def fmt(value: float, digits: int = 2) -> str:
     """A figure for a table (`-` for NaN)."""
     return "-" if value != value else f"{value:.{digits}f}"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import child_json, fmt, interleaved, machine, median, save_results, table
+from benchlib import child_json, fmt, interleaved, median, publish, table
 from throughput import Setup, harness_unit, make_setup
 
 SCRIPT = Path(__file__).resolve().parent / "throughput.py"
@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{axis}: T={t} depth={depth} {point['epoch_s']} {point['peak_mib']}", file=sys.stderr)
     series = {axis: points for axis, points in series.items() if points}
     result = {"settings": {k: str(v) for k, v in vars(args).items()}, "series": series, "fits": fits(series)}
-    path = save_results("cost_growth" + ("_quick" if args.quick else ""), result, args.out)
-    print(report(result))
-    print(f"machine: {machine()['cpu']}; results: {path}")
+    publish("cost_growth", result, report(result), quick=args.quick, out=args.out)
     return result
 
 

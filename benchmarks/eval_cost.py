@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import yaml
-from benchlib import REPO, fmt, interleaved, machine, median, paired_ratio, save_results, set_threads, table, timed
+from benchlib import REPO, fmt, interleaved, median, paired_ratio, publish, set_threads, table, timed
 
 from harness.config import TrialConfig, unflatten
 from harness.data import DataSplits
@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     set_threads(args.threads)
     result = measure(args.quick, args.threads, args.repeats or (3 if args.quick else 5))
-    path = save_results("eval_cost" + ("_quick" if args.quick else ""), result, args.out)
-    print(report(result))
-    print(f"machine: {machine()['cpu']}; results: {path}")
-    print(f"timestep_curve_speedup={result['timestep_curve_speedup']:.3f}")
+    publish("eval_cost", result, report(result), quick=args.quick, out=args.out, headline="timestep_curve_speedup")
     return result
 
 

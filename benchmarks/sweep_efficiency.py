@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import REPO, fmt, machine, median, save_results, set_threads, table
+from benchlib import REPO, fmt, median, publish, set_threads, table
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
 # --quick: smoke.yaml (digits, tiny ResNets, all three methods) with trials long enough that
@@ -298,11 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         outcome = run(space, Path(tmp), args.cpus, parse_overrides(args.overrides))
         result = analyse(outcome, args.cpus)
     result["overrides"] = args.overrides
-    stem = "sweep_efficiency" + ("_quick" if args.quick else "")
-    path = save_results(stem, result, args.out)
-    print(report(result))
-    print(f"machine: {machine()['cpu']}; results: {path}")
-    print(f"utilization={result['utilization']:.3f}")
+    publish("sweep_efficiency", result, report(result), quick=args.quick, out=args.out, headline="utilization")
     return result
 
 

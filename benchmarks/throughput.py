@@ -39,11 +39,10 @@ from benchlib import (
     child_json,
     fmt,
     interleaved,
-    machine,
     measure_peak_memory,
     median,
     paired_ratio,
-    save_results,
+    publish,
     set_threads,
     table,
     timed,
@@ -317,10 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "throughput_ratio": headline["ratio"],
         "fast_lif_ratio": headline.get("ratio_fast_lif", float("nan")),
     }
-    path = save_results("throughput" + ("_quick" if args.quick else ""), result, args.out)
-    print(report(result))
-    print(f"machine: {machine()['cpu']}; results: {path}")
-    print(f"throughput_ratio={result['throughput_ratio']:.3f}")
+    publish("throughput", result, report(result), quick=args.quick, out=args.out, headline="throughput_ratio")
     return result
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import fmt, machine, median, save_results, set_threads, table
+from benchlib import fmt, median, publish, set_threads, table
 
 TRAINABLE = """
 def trainable(config):
@@ -87,10 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "to_first_trial_s": {stem: median([x["to_first_trial_s"] for x in values]) for stem, values in runs.items()},
         "experiment_wall_s": {stem: median([x["wall_s"] for x in values]) for stem, values in runs.items()},
     }
-    path = save_results("tune_startup" + ("_quick" if args.quick else ""), result, args.out)
     rows = [[stem, fmt(result["to_first_trial_s"][stem]), fmt(result["experiment_wall_s"][stem])] for stem in MODULES]
-    print(table(["trainable's module", "Tuner.fit() to first trial line (s)", "experiment wall (s)"], rows))
-    print(f"machine: {machine()['cpu']}; results: {path}")
+    summary = table(["trainable's module", "Tuner.fit() to first trial line (s)", "experiment wall (s)"], rows)
+    publish("tune_startup", result, summary, quick=args.quick, out=args.out)
     return result
 
 

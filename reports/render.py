@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -106,6 +106,21 @@ def _header(table: Table) -> list[str]:
     return [table.row_header, *(["n"] if table.show_n else []), *(c.name for c in table.columns)]
 
 
+def _body(
+    table: Table, escape: Callable[[str], str], bold: Callable[[str], str], missing_n: str
+) -> Iterator[list[str]]:
+    """Each row's texts in one output format: label, n where shown, then the cells, each
+    escaped and the column's best in `bold`."""
+    for label, cells in table.rows:
+        row_n = table.row_n(cells)
+        texts = []
+        for index, (cell, column) in enumerate(zip(cells, table.columns, strict=True)):
+            text = escape(cell_text(cell, column, row_n))
+            texts.append(bold(text) if _is_best(table, index, cell) else text)
+        n_cell = [str(row_n) if row_n is not None else missing_n] if table.show_n else []
+        yield [escape(label), *n_cell, *texts]
+
+
 def to_markdown(table: Table) -> str:
     """A GitHub pipe table, best value per column in bold, notes below."""
 
@@ -119,14 +134,8 @@ def to_markdown(table: Table) -> str:
         + "|".join([":--", *(["--:"] if table.show_n else []), *(":--" if c.wrap else "--:" for c in table.columns)])
         + "|",
     ]
-    for label, cells in table.rows:
-        row_n = table.row_n(cells)
-        texts = []
-        for index, (cell, column) in enumerate(zip(cells, table.columns, strict=True)):
-            text = escape(cell_text(cell, column, row_n))
-            texts.append(f"**{text}**" if _is_best(table, index, cell) else text)
-        n_cell = [str(row_n) if row_n is not None else DASH] if table.show_n else []
-        lines.append("| " + " | ".join([escape(label), *n_cell, *texts]) + " |")
+    for row in _body(table, escape, lambda text: f"**{text}**", DASH):
+        lines.append("| " + " | ".join(row) + " |")
     lines += ["", *(f"{note}" for note in table.notes)] if table.notes else []
     return "\n".join(lines) + "\n"
 
@@ -171,14 +180,8 @@ def to_latex(table: Table) -> str:
         " & ".join(latex_escape(h) for h in _header(table)) + r" \\",
         r"\midrule",
     ]
-    for label, cells in table.rows:
-        row_n = table.row_n(cells)
-        texts = []
-        for index, (cell, column) in enumerate(zip(cells, table.columns, strict=True)):
-            text = latex_escape(cell_text(cell, column, row_n))
-            texts.append(rf"\textbf{{{text}}}" if _is_best(table, index, cell) else text)
-        n_cell = [str(row_n) if row_n is not None else "--"] if table.show_n else []
-        lines.append(" & ".join([latex_escape(label), *n_cell, *texts]) + r" \\")
+    for row in _body(table, latex_escape, lambda text: rf"\textbf{{{text}}}", "--"):
+        lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         lines += [r"\par\smallskip", r"\footnotesize " + latex_escape(" ".join(table.notes))]
