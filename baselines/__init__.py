@@ -1,6 +1,6 @@
 """The two standard baselines KD is compared with, behind the same `Method` interface.
 
-Importing this package registers them in `harness.methods.METHODS`.
+`direct` (`baselines.direct`) and `conversion` (`baselines.conversion`) register through the
+entry-point group `snn_kd_harness.methods` (pyproject.toml), exactly as a plugin's method does;
+this package builds on `harness` and nothing in `harness` imports it.
 """
-
-from baselines import conversion, direct  # noqa: F401

@@ -26,7 +26,9 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from harness.errors import HarnessInputError
-from harness.models.families import BasicBlock, SpikingNetwork
+from harness.models.base import SpikingNetwork
+from harness.models.encoders import Encoder
+from harness.models.resnet import BasicBlock
 
 # Thresholds below this (a ReLU that never fired on the calibration data) are raised to it.
 _MIN_THRESHOLD = 1e-6
@@ -45,6 +47,7 @@ _KEPT = (
     nn.ModuleDict,
     BasicBlock,
     SpikingNetwork,
+    Encoder,  # the input encoding: not a layer of the network's computation
 )
 
 
@@ -181,7 +184,7 @@ def activation_thresholds(
 
     Args:
         model: A ReLU network from `harness.models` (`pool="avg"`).
-        x_train: Normalised training images `[N, C, H, W]`.
+        x_train: Training images `[N, C, H, W]` in [0, 1] (the network's encoder normalises them).
         mode: "max" or "percentile".
         percentile: p in (0, 100] for mode "percentile".
         batches: Number of calibration batches.

@@ -9,8 +9,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.methods import register_method
+from harness.config import Section
 from harness.methods.student import StudentMethod
+
+
+class DirectConfig(Section):
+    """`direct.*`: cross-entropy through the surrogate, or TET."""
+
+    tet: bool = False
 
 
 def tet_loss(step_logits: Tensor, labels: Tensor) -> Tensor:
@@ -19,14 +25,13 @@ def tet_loss(step_logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(step_logits.flatten(0, 1), labels.repeat(t))
 
 
-@register_method("direct")
 class DirectMethod(StudentMethod):
     """The spiking student trained on labels alone (KD with alpha = 0, no teacher)."""
 
-    sections = frozenset({"student", "snn", "direct", "train"})
+    options = DirectConfig
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
         steps = self.student(images, self.ctx.config.snn.time_steps)
-        if self.ctx.config.direct.tet:
+        if self.ctx.config.options.tet:
             return tet_loss(steps, labels)
         return F.cross_entropy(steps.mean(0), labels)

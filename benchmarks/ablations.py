@@ -1,7 +1,7 @@
 """Ablations at the headline point (T=4, ResNet-8, width 16, batch 128, mnist-5k): what each
 candidate speed change does to the harness's training step and evaluation on this machine.
 
-Training-step variants (one timed unit = `--batches` batches of `train_one_epoch`, interleaved):
+Training-step variants (one timed unit = `--batches` batches of `Fitting.epoch`, interleaved):
 
 * `harness`: as shipped (FastLIFNode, tensor-resident data, a NaN check every 20 batches);
 * `spikingjelly-lif`: spikingjelly's own LIFNode instead of FastLIFNode;
@@ -39,7 +39,6 @@ from throughput import HEADLINE, PlainLIFDirect, Setup, make_setup, trial_config
 import harness.models.lif_cpu as lif_cpu
 from baselines.direct import DirectMethod
 from harness.methods import TrialContext
-from harness.training import train_one_epoch
 
 BLOCKS = (1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20, 1 << 30)
 
@@ -65,9 +64,7 @@ def step_unit(setup: Setup, variant: str) -> Callable[[], Timing]:
     x, y = setup.data.train_x[: setup.samples], setup.data.train_y[: setup.samples]
 
     def run() -> None:
-        train_one_epoch(method.trainable, method.optimizer, method.schedule, x, y, loss_fn,
-                        batch_size=setup.batch_size, normalize=setup.data.normalize, generator=method.generator,
-                        augment_shift=0, epoch=1)  # fmt: skip
+        method.fitting.epoch(loss_fn, x, y, setup.data.image_size, 1)
 
     return lambda: timed(run)
 
@@ -83,7 +80,7 @@ def eval_unit(setup: Setup, mode: str) -> Callable[[], Timing]:
     def run() -> None:
         with context[mode]():
             for start in range(0, len(data.val_x), 500):
-                net(data.normalize(data.val_x[start : start + 500]), t)
+                net(data.val_x[start : start + 500], t)
                 functional.reset_net(net)
 
     return lambda: timed(run)

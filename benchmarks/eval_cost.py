@@ -28,7 +28,7 @@ import torch
 import yaml
 from benchlib import REPO, fmt, interleaved, median, paired_ratio, publish, set_threads, table, timed
 
-from harness.config import TrialConfig, unflatten
+from harness.config import TrialConfig, trial_config
 from harness.data import DataSplits
 from harness.methods import TrialContext, create_method
 from harness.noise import apply_noise
@@ -47,7 +47,7 @@ def space_config(quick: bool, threads: int) -> TrialConfig:
         evaluation = {**evaluation, "time_steps": [1, 2, 4, 8], "noise": {"gaussian": [0.1], "salt_pepper": [0.05]}}
         flat["dataset.name"] = "digits"
     flat |= {f"eval.{key}": value for key, value in evaluation.items()}
-    return TrialConfig.model_validate(unflatten(flat))
+    return trial_config(flat)
 
 
 def curve_contenders(net: torch.nn.Module, data: DataSplits, config: TrialConfig) -> dict[str, Any]:
@@ -57,16 +57,14 @@ def curve_contenders(net: torch.nn.Module, data: DataSplits, config: TrialConfig
     curves: dict[str, list[float]] = {}
 
     def one_run() -> None:
-        logits = predict_steps(net, data.test_x, time_steps=t_max, normalize=data.normalize,
+        logits = predict_steps(net, data.test_x, time_steps=t_max,
                                batch_size=eval_batch(config, t_max))  # fmt: skip
         curve = cumulative_accuracy(logits, data.test_y)
         curves["one_run"] = [curve[t - 1].item() for t in steps]
 
     def per_t() -> None:
         curves["per_t"] = [
-            accuracy(
-                net, data.test_x, data.test_y, time_steps=t, normalize=data.normalize, batch_size=eval_batch(config, t)
-            )  # fmt: skip
+            accuracy(net, data.test_x, data.test_y, time_steps=t, batch_size=eval_batch(config, t))  # fmt: skip
             for t in steps
         ]
 
@@ -88,10 +86,10 @@ def measure(quick: bool, threads: int, repeats: int) -> dict[str, Any]:
     parts = interleaved({
         "final_evaluation": lambda: timed(lambda: final_evaluation(method, data, config)),
         "clean_run_at_t_max": lambda: timed(lambda: predict_steps(
-            net, data.test_x, time_steps=t_max, normalize=data.normalize, batch_size=eval_batch(config, t_max))),
+            net, data.test_x, time_steps=t_max, batch_size=eval_batch(config, t_max))),
         "one_noise_level": lambda: timed(lambda: accuracy(
             net, apply_noise(data.test_x, noise, level[0]), data.test_y, time_steps=t_eval,
-            normalize=data.normalize, batch_size=eval_batch(config, t_eval))),
+            batch_size=eval_batch(config, t_eval))),
     }, max(1, repeats - 1))  # fmt: skip
     epoch = timed(lambda: method.train_one_epoch(1)).wall
     return {

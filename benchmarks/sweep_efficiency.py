@@ -1,6 +1,6 @@
 """Sweep efficiency: how much of a sweep's slot time goes into trials, and where the rest goes.
 
-Runs a real sweep (`harness.sweep.plan_sweep` + `run_sweep`, local Ray, a fresh SQLite
+Runs a real sweep (`harness.sweep.plan.plan_sweep` + `harness.sweep.run.run_sweep`, local Ray, a fresh SQLite
 MLflow store in a temporary folder) and reads back:
 
 * per-trial compute: Ray Tune's `time_total_s` of each trial (search trials and final runs of
@@ -78,7 +78,8 @@ def run(space: Path, folder: Path, cpus: int, overrides: list[tuple[str, Any]]) 
     """Runs the sweep of `space` under `folder`; returns its summary and stage timestamps."""
     import ray
 
-    from harness.sweep import SweepOptions, plan_sweep, run_sweep
+    from harness.sweep.plan import plan_sweep
+    from harness.sweep.run import SweepOptions, run_sweep
 
     plan = plan_sweep(space, overrides)
     options = SweepOptions(
@@ -109,8 +110,8 @@ def tune_trials(storage: Path, name: str) -> dict[str, dict[str, Any]]:
     """`time_total_s` and status of every Tune trial of the sweep, keyed `<role>/<method>/<trial_id>`."""
     from ray.tune import ExperimentAnalysis
 
-    from harness.sweep import TRIALS_FOLDER
-    from harness.sweep_search import ROLE_KEY
+    from harness.sweep.run import TRIALS_FOLDER
+    from harness.sweep.workers import ROLE_KEY
 
     trials: dict[str, dict[str, Any]] = {}
     for trial in ExperimentAnalysis(str(storage / name / TRIALS_FOLDER)).trials:
@@ -169,7 +170,7 @@ def analyse(outcome: dict[str, Any], cpus: int) -> dict[str, Any]:
     in_trainable = [tune[k]["time_total_s"] - runs[k]["train_seconds"] for k in keys]
     intervals = [(runs[k]["start"], runs[k]["end"]) for k in keys]
     stages = stage_breakdown(outcome["stages"], tune, runs, outcome["ended"])
-    teacher_trials = sum(1 for k in keys if "teacher" in _sections(k.split("/")[1]))
+    teacher_trials = sum(1 for k in keys if plan.of(k.split("/")[1]).capabilities.needs_teacher)
     return {
         "space": plan.source,
         "slots": slots,
@@ -237,12 +238,6 @@ def projection(tune: dict, runs: dict, stages: list[dict[str, Any]], slots: int)
         "model_wall_longest_first_s": bound,
         "bound_utilization": sum(durations) / (slots * bound) if bound else float("nan"),
     }
-
-
-def _sections(method: str) -> frozenset[str]:
-    from harness.methods import METHODS
-
-    return METHODS.get(method).sections
 
 
 def report(result: dict[str, Any]) -> str:

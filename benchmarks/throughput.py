@@ -52,12 +52,13 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
 from baselines.direct import DirectMethod
-from harness.config import TrialConfig, unflatten
+from harness.config import TrialConfig
+from harness.config import trial_config as config_of
 from harness.data import DataSplits
 from harness.methods import TrialContext
 from harness.methods.base import network_for
 from harness.models import SpikingNetwork, make_lif
-from harness.training import train_one_epoch
+from harness.models.encoders import DirectEncoding
 from harness.trial import load_trial_data, resolve_device
 
 HEADLINE = (4, 8)  # (T, depth) of throughput_ratio
@@ -90,6 +91,11 @@ class Setup:
         return min(len(self.data.train_x), self.batch_size * self.batches)
 
 
+def normalized(data: DataSplits, images: torch.Tensor) -> torch.Tensor:
+    """The images as the reference loop's pre-normalised dataset holds them."""
+    return DirectEncoding(data.mean, data.std).to(images.device).normalize(images)
+
+
 def trial_config(setup: Setup, depth: int, time_steps: int, **extra: Any) -> TrialConfig:
     """The direct-training trial config of one benchmark point."""
     flat = {
@@ -103,7 +109,7 @@ def trial_config(setup: Setup, depth: int, time_steps: int, **extra: Any) -> Tri
         "train.device": setup.device.type,
         **extra,
     }
-    return TrialConfig.model_validate(unflatten(flat))
+    return config_of(flat)
 
 
 @contextlib.contextmanager
@@ -134,9 +140,7 @@ def harness_unit(setup: Setup, depth: int, time_steps: int, plain_lif: bool = Fa
 
     def run() -> None:
         with autocast(setup):
-            train_one_epoch(method.trainable, method.optimizer, method.schedule, x, y, method.loss,
-                            batch_size=setup.batch_size, normalize=setup.data.normalize, generator=method.generator,
-                            augment_shift=0, epoch=1)  # fmt: skip
+            method.fitting.epoch(method.loss, x, y, setup.data.image_size, 1)
 
     return lambda: timed(run), method.student
 
@@ -172,10 +176,10 @@ def saved_mib(net: nn.Module, setup: Setup, time_steps: int, harness: bool) -> f
         total += t.numel() * t.element_size()
         return t
 
-    images = setup.data.normalize(setup.data.train_x[: setup.batch_size])
+    images = setup.data.train_x[: setup.batch_size]  # the harness's network normalises them itself
     net.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(setup):
-        out = net(images, time_steps).mean(0) if harness else net(images)
+        out = net(images, time_steps).mean(0) if harness else net(normalized(setup.data, images))
     del out
     functional.reset_net(net)
     return total / 2**20
@@ -272,7 +276,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
     """Loads the data onto the device once for every contender."""
     set_threads(args.threads)
     device = resolve_device(args.device)
-    config = TrialConfig.model_validate(unflatten({"dataset.name": args.dataset}))
+    config = config_of({"dataset.name": args.dataset})
     data = load_trial_data(config, device)
     amp = args.amp if device.type == "cuda" else "none"
     return Setup(data, device, args.batch_size, args.batches, amp, args.dataset, args.width)

@@ -2,11 +2,11 @@
 
 A sweep's Tune experiment starts its trial actors in fresh worker processes, which import
 the trainable's module before a trial can run. The sweep's trainable lives in
-`harness.ray_workers` (torch and the trial config only). This measures, on the same local Ray
+`harness.sweep.workers` (torch and the trial config only). This measures, on the same local Ray
 instance, experiments of two trivial trials whose trainable lives
 
-* `in-harness.ray_workers`: in a module that imports `harness.ray_workers`, as the sweep's does;
-* `in-harness.sweep`: in a module that imports `harness.sweep` (MLflow, Optuna, Tune's search
+* `in-harness.ray_workers`: in a module that imports `harness.sweep.workers`, as the sweep's does;
+* `in-harness.sweep`: in a module that imports `harness.sweep.run` (MLflow, Optuna, Tune's search
   code, the whole harness), where the trainable lived before;
 * `light`: in a module that imports nothing else (the floor: Ray and Tune themselves).
 
@@ -34,8 +34,8 @@ def trainable(config):
 """
 MODULES = {
     "light": TRAINABLE,
-    "in-harness.ray_workers": "import harness.ray_workers  # noqa: F401\n" + TRAINABLE,
-    "in-harness.sweep": "import harness.sweep  # noqa: F401\n" + TRAINABLE,
+    "in-harness.ray_workers": "import harness.sweep.workers  # noqa: F401\n" + TRAINABLE,
+    "in-harness.sweep": "import harness.sweep.run  # noqa: F401\n" + TRAINABLE,
 }
 
 

@@ -9,13 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-import yaml
-
 from harness.config import load_space, parse_override, resolve_trial_config
 from harness.errors import HarnessInputError, TrialFailed
 
 if TYPE_CHECKING:
-    from harness.sweep import SweepOptions
+    from harness.sweep.run import SweepOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -75,12 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--experiment", required=True, help="MLflow experiment (a sweep's space name)")
     report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
     report.add_argument("--out", type=Path, help="report folder (default: runs/<experiment>/report)")
+    report.add_argument(
+        "--reference", help="method the significance table compares with the others (default: the sweep's first)"
+    )
     report.set_defaults(handler=run_report)
 
     validate = commands.add_parser("validate", help="check a space file and print the plan; runs nothing")
     validate.add_argument("space", type=Path, help="search-space YAML file")
     _add_set(validate)
     validate.set_defaults(handler=run_validate)
+
+    plugins = commands.add_parser(
+        "plugins", help="list every method, model, dataset, noise and encoding with the distribution providing it"
+    )
+    plugins.set_defaults(handler=run_plugins)
     return parser
 
 
@@ -110,8 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """`harness train`: validate everything, then one trial logged as one MLflow run."""
+    from harness import contract
     from harness.data import check_dataset
-    from harness.methods import METHODS
+    from harness.registry import METHODS
+    from harness.teacher import teacher_identity
     from harness.tracking import TrackedRun
     from harness.trial import train
 
@@ -119,22 +127,21 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = [parse_override(text) for text in args.overrides]
     config = resolve_trial_config(space, method=args.method, overrides=overrides, source=str(args.space))
     check_dataset(config.dataset.name, root=config.dataset.root, download=config.dataset.download)
-    METHODS.get(config.method).preflight(config)
+    method = METHODS.get(config.method)
+    method.preflight(config)
 
     trial_id = uuid.uuid4().hex[:12]
+    steps = f"-T{config.snn.time_steps}" if method.capabilities.trains_at_time_steps else ""
+    tags = contract.run_tags(
+        contract.Role.TRIAL, config.method, trial_id, method.capabilities, teacher=teacher_identity(config)
+    )
     run = TrackedRun(
         args.tracking_uri,
         args.experiment or space.name,
-        run_name=f"{config.method}-{config.dataset.name}-T{config.snn.time_steps}-s{config.seed}",
-        tags={
-            "harness.role": "trial",
-            "harness.method": config.method,
-            "harness.trial_id": trial_id,
-            "harness.space": str(args.space),
-        },
+        run_name=f"{config.method}-{config.dataset.name}{steps}-s{config.seed}",
+        tags={**tags, contract.Tag.SPACE: str(args.space)},
     )
-    run.log_params(config.flat())
-    run.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+    run.log_config(config.params(), config.model_dump(mode="json"))
 
     def report(metrics: dict[str, float], epoch: int, method: object) -> None:
         run.log_metrics(metrics, step=epoch)
@@ -159,25 +166,51 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _checked_plan(args: argparse.Namespace):
     from harness.data import check_dataset
-    from harness.sweep import plan_sweep
+    from harness.sweep.plan import plan_sweep
 
     plan = plan_sweep(args.space, [parse_override(text) for text in args.overrides])
     for method in plan.methods:
-        check_dataset(
-            method.base["dataset.name"], root=method.base["dataset.root"], download=method.base["dataset.download"]
-        )
+        dataset = method.config.dataset
+        check_dataset(dataset.name, root=dataset.root, download=dataset.download)
     return plan
 
 
 def run_validate(args: argparse.Namespace) -> int:
     """`harness validate FILE`: everything `harness sweep` checks, then the plan; runs nothing."""
-    print(_checked_plan(args).describe())
+    from harness.sweep.final import describe_plan
+
+    print(describe_plan(_checked_plan(args)))
     return EXIT_OK
+
+
+def run_plugins(args: argparse.Namespace) -> int:
+    """`harness plugins`: every registered entry with its distribution; exit 2 if one is broken."""
+    from harness.registry import REGISTRIES
+
+    rows, broken = [], []
+    for group, registry in REGISTRIES.items():
+        problems = registry.problems()
+        for name in registry.names():
+            for provider in registry.providers(name):
+                status = "ok" if name not in problems else "BROKEN"
+                rows.append(
+                    (group, name, f"{provider.distribution} {provider.version}".strip(), provider.target, status)
+                )
+        broken += problems.values()
+    widths = [max(len(row[i]) for row in [_PLUGIN_HEADER, *rows]) for i in range(len(_PLUGIN_HEADER))]
+    for row in [_PLUGIN_HEADER, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if broken:
+        raise HarnessInputError(broken[0] + (f" ({len(broken) - 1} more broken)" if len(broken) > 1 else ""))
+    return EXIT_OK
+
+
+_PLUGIN_HEADER = ("kind", "name", "distribution", "entry point", "status")
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """`harness sweep`: validate, then search and the final stage on Ray; MLflow from the driver."""
-    from harness.sweep import TRIALS_FOLDER, SweepOptions, run_sweep
+    from harness.sweep.run import TRIALS_FOLDER, SweepOptions, run_sweep
     from harness.tracking import absolute_tracking_uri
 
     plan = _checked_plan(args)
@@ -235,7 +268,7 @@ def run_report(args: argparse.Namespace) -> int:
     from reports.build import build_report, default_report_dir
 
     out = args.out or default_report_dir(args.experiment)
-    report = build_report(args.tracking_uri, args.experiment, out)
+    report = build_report(args.tracking_uri, args.experiment, out, reference=args.reference)
     print(f"Report: {report}")
     print(f"Tables in {report.parent / 'tables'}, figures in {report.parent / 'figures'}")
     return EXIT_OK

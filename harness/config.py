@@ -2,98 +2,196 @@
 
 A search-space file (DESIGN §4) names values with dotted keys (`student.depth`,
 `kd.temperature`, ...). `TrialConfig` is the same tree as small frozen pydantic models that
-reject unknown keys and wrong types at load. `load_space` reads and validates a file;
-`resolve_trial_config` merges its `fixed` values, its `eval` block, the chosen method and
-`--set key=value` overrides into one `TrialConfig`. Every defect becomes a one-line
-`HarnessInputError` naming the file and the dotted key.
+reject unknown keys, wrong types and non-finite numbers at load. Who owns which keys:
+
+- The harness owns the core sections: `method`, `seed`, `dataset.*`, `teacher.*`, `student.*`,
+  `snn.*`, `encoding.*`, `train.*`, `eval.*`.
+- A method owns the section named after it: `kd.*` belongs to `kd`, `conversion.*` to
+  `conversion`, a plugin's `dkd.*` to `dkd`. The method declares it (`Method.options`, a
+  `Section` subclass); `TrialConfig.of` builds the trial's config class from the method it
+  names (`config_class`), so a plugin's keys get the same one-line errors, `--set` and
+  `space:` search as a built-in's. A trial's config holds only its own method's section;
+  another method's section in the same file is checked against that method, then left out.
+- A model family owns the arguments of `student.*` / `teacher.*` beside `arch`: a
+  `ModelArgs` subclass (depth and width for the CNNs) validates them, chosen by `arch`.
+
+`load_space` reads and validates a file; `resolve_trial_config` merges its `fixed` values, its
+`eval` block, the chosen method and `--set key=value` overrides into one `TrialConfig`. Every
+defect becomes a one-line `HarnessInputError` naming the file (or `--set KEY`) and the key.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from harness.errors import HarnessInputError
-from harness.registry import Registry
+from harness.errors import HarnessInputError, PluginError
+from harness.registry import DATASETS, ENCODERS, METHODS, MODELS, NOISES, Registry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from torch import nn
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+TimeSteps = Annotated[int, Field(ge=1, le=1024)]
+
+DEFAULT_METHOD = "kd"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys and non-finite numbers rejected.
+
+    A method's own section (`Method.options`) and a model family's arguments (`ModelArgs`)
+    subclass it; every key needs a default, so a section may be left out of a file.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
-class DatasetConfig(_Section):
+def _lookup(registry: Registry[Any], name: str) -> str:
+    """Checks `name` is registered and loads; a ValueError lets pydantic name the offending key."""
+    try:
+        registry.get(name)
+    except HarnessInputError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+class DatasetConfig(Section):
     """Which data the trial uses; splits depend on `split_seed` only (see `harness.data`)."""
 
     name: str = "mnist-5k"
     root: str | None = None
     download: bool = False
     val_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.1
-    split_seed: Annotated[int, Field(ge=0)] = 0
+    split_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
 
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from harness.data import DATASETS
-
         return _lookup(DATASETS, name)
 
 
-class ModelConfig(_Section):
-    """An architecture from the model registry: family, depth and base width (channels)."""
+class ModelArgs(Section):
+    """A model family: its own arguments (beside `arch`) and how to build it.
 
-    arch: str = "resnet"
-    depth: PositiveInt = 8
-    width: PositiveInt = 16
+    Subclass it once per family and register the subclass under the entry-point group
+    `snn_kd_harness.models`; the entry point's name is the `arch` users write. Declare the
+    family's knobs as fields with defaults and validators (depth and width for a CNN; an
+    embedding dimension, heads and a patch size for a transformer), and implement `build`.
+    """
 
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, arch: str) -> str:
-        from harness.models import MODELS
+    arch: str
 
-        return _lookup(MODELS, arch)
-
-    @field_validator("depth")
-    @classmethod
-    def _supported_depth(cls, depth: int, info: ValidationInfo) -> int:
-        from harness.models import MODELS
-
-        arch = info.data.get("arch")
-        if arch is not None:  # else the arch error is reported
-            try:
-                MODELS.get(arch).check_depth(depth)
-            except HarnessInputError as exc:
-                raise ValueError(str(exc)) from None
-        return depth
+    def build(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        activation: Callable[[], nn.Module],
+        pool: str = "max",
+    ) -> nn.Module:
+        """A network of this family (a `harness.models.SpikingNetwork`) for inputs of the given
+        shape, with `activation()` as every neuron (ReLU: an ANN; LIF: a spiking network).
+        `pool` is "max" or "avg" (conversion asks for average pooling)."""
+        raise NotImplementedError
 
 
-class TeacherConfig(ModelConfig):
-    """The ANN teacher: trained once per (dataset, teacher config, seed) and cached."""
+def check_model_family(name: str, entry: Any) -> None:
+    """`MODELS`' check: a `ModelArgs` subclass with `build` and a default for every argument."""
+    if not (isinstance(entry, type) and issubclass(entry, ModelArgs)):
+        raise TypeError(f"expected a subclass of harness.config.ModelArgs, got {entry!r}")
+    if entry.build is ModelArgs.build:
+        raise TypeError(f"{entry.__name__} does not implement build()")
+    try:
+        entry(arch=name)
+    except ValidationError as exc:
+        raise ValueError(f"every argument needs a default ({exc.errors()[0]['loc']} has none)") from None
 
-    depth: PositiveInt = 18
+
+class TeacherTraining(Section):
+    """How the ANN teacher is trained: once per (dataset, teacher config, seed), then cached."""
+
     epochs: PositiveInt = 8
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: PositiveFloat = 0.05
     # None: the trial's seed (each student seed gets its own teacher). Fix it to distil every
     # student from one teacher, as with a downloaded pre-trained one.
-    seed: Annotated[int, Field(ge=0)] | None = None
+    seed: NonNegativeInt | None = None
 
     def seed_for(self, trial_seed: int) -> int:
         """The seed this teacher is trained with in a trial seeded `trial_seed`."""
         return trial_seed if self.seed is None else self.seed
 
 
-class SNNConfig(_Section):
+# What `student.*` and `teacher.*` default to. A key given without `arch` adds to these; another
+# `arch` starts from that family's own defaults.
+STUDENT_DEFAULTS: dict[str, Any] = {"arch": "resnet"}
+TEACHER_DEFAULTS: dict[str, Any] = {"arch": "resnet", "depth": 18}
+
+
+class _Arch(Section):
+    arch: str
+
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, arch: str) -> str:
+        return _lookup(MODELS, arch)
+
+
+@functools.cache
+def teacher_class(arch: str) -> type[ModelArgs]:
+    """The teacher section for family `arch`: the family's arguments plus `TeacherTraining`."""
+    family = MODELS.get(arch)
+    clash = sorted(set(family.model_fields) & set(TeacherTraining.model_fields))
+    if clash:
+        provider = MODELS.providers(arch)[0].describe()
+        raise PluginError(f"{provider}: its argument {clash[0]!r} collides with teacher.{clash[0]} of the harness")
+    return create_model(f"Teacher_{_identifier(arch)}", __base__=(TeacherTraining, family))
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _model_section(value: Any, handler: ValidatorFunctionWrapHandler, defaults: Mapping[str, Any], teacher: bool):
+    """Validates `student.*` / `teacher.*` with the family `arch` names."""
+    if isinstance(value, ModelArgs):
+        return value
+    if not isinstance(value, Mapping):
+        return handler(value)  # pydantic's own "expected a mapping" error
+    arch = value.get("arch", defaults["arch"])
+    _Arch.model_validate({"arch": arch})  # unknown family: an error at `<section>.arch`
+    family = teacher_class(arch) if teacher else MODELS.get(arch)
+    base = defaults if arch == defaults["arch"] else {"arch": arch}
+    return family.model_validate({**base, **value})
+
+
+class SNNConfig(Section):
     """Spiking neuron and simulation settings of the student (DESIGN §2, LIF)."""
 
-    time_steps: Annotated[int, Field(ge=1, le=1024)] = 4
+    time_steps: TimeSteps = 4
     tau: Annotated[float, Field(gt=1.0)] = 2.0
     v_threshold: PositiveFloat = 1.0
     reset: Literal["hard", "soft"] = "hard"
@@ -102,35 +200,18 @@ class SNNConfig(_Section):
     detach_reset: bool = False
 
 
-class KDConfig(_Section):
-    """Response KD weight/temperature; feature KD on when `beta > 0`."""
+class EncodingConfig(Section):
+    """How static images become the spiking network's input over T steps (`harness.models.encoders`)."""
 
-    alpha: Fraction = 0.5
-    temperature: PositiveFloat = 4.0
-    beta: Annotated[float, Field(ge=0)] = 0.0
-    student_layer: str = "pool"
-    teacher_layer: str = "pool"
+    name: str = "direct"
 
-
-class DirectConfig(_Section):
-    """Direct training: cross-entropy through the surrogate, optionally TET."""
-
-    tet: bool = False
+    @field_validator("name")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        return _lookup(ENCODERS, name)
 
 
-class ConversionConfig(_Section):
-    """ANN-to-SNN conversion: `qcfs` (quantised ANN, thresholds learned) or threshold
-    balancing of a ReLU ANN from the `max` or `percentile` of its activations."""
-
-    variant: Literal["qcfs", "max", "percentile"] = "qcfs"
-    levels: Annotated[int, Field(ge=1, le=256)] = 8
-    # 2.0 rather than QCFS's 8.0: a short run barely moves lambda, and at 8.0 the ANN ended
-    # 2-4 points lower on digits (measured by tests/baselines/test_conversion_core.py's author).
-    threshold_init: PositiveFloat = 2.0
-    percentile: Annotated[float, Field(gt=0, le=100)] = 99.9
-
-
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimisation of whatever network the method trains (the teacher has its own
     `teacher.optimizer` / `teacher.lr` / `teacher.epochs` and shares the rest).
 
@@ -148,18 +229,18 @@ class TrainConfig(_Section):
     augment: bool = True
     eval_batch_size: PositiveInt = 1000
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Annotated[int, Field(ge=0)] = 0
+    threads: NonNegativeInt = 0
     # Spiking students only (kd, direct): recompute each residual/VGG block in the backward
     # pass instead of storing its activations over all T steps. Same results; less memory for
     # one more forward pass per step (figures in BENCHMARKS.md).
     checkpoint_activations: bool = False
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """What the final evaluation measures (test accuracy, time-step curve, noise)."""
 
-    reference_time_steps: Annotated[int, Field(ge=1, le=1024)] = 4
-    time_steps: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = (1, 2, 4, 8)
+    reference_time_steps: TimeSteps = 4
+    time_steps: tuple[TimeSteps, ...] = (1, 2, 4, 8)
     noise: dict[str, tuple[Annotated[float, Field(ge=0)], ...]] = Field(default_factory=dict)
 
     @field_validator("time_steps")
@@ -172,7 +253,7 @@ class EvalConfig(_Section):
     @field_validator("noise")
     @classmethod
     def _known_noise(cls, noise: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
-        from harness.noise import NOISES, check_level
+        from harness.noise import check_level
 
         for name, levels in noise.items():
             _lookup(NOISES, name)
@@ -184,37 +265,139 @@ class EvalConfig(_Section):
         return noise
 
 
-class TrialConfig(_Section):
-    """Everything one trial needs; frozen, logged to MLflow and stored in every checkpoint."""
+ALWAYS_READ = frozenset({"method", "seed", "dataset", "student", "encoding", "train", "eval"})
+"""Top-level keys every method reads; `Method.reads` adds `teacher`, `snn`, its own section is added too."""
 
-    method: str = "kd"
-    seed: Annotated[int, Field(ge=0)] = 0
+
+class TrialConfig(Section):
+    """Everything one trial needs; frozen, logged to MLflow and stored in every checkpoint.
+
+    Build one with `TrialConfig.of(tree)`: the class it returns is `config_class(method)`, this
+    class plus the method's own section (an attribute named after the method, `config.kd`).
+    """
+
+    method: str = DEFAULT_METHOD
+    seed: NonNegativeInt = 0
     dataset: DatasetConfig = DatasetConfig()
-    teacher: TeacherConfig = TeacherConfig()
-    student: ModelConfig = ModelConfig()
+    teacher: SerializeAsAny[ModelArgs] = Field(default=TEACHER_DEFAULTS, validate_default=True)
+    student: SerializeAsAny[ModelArgs] = Field(default=STUDENT_DEFAULTS, validate_default=True)
     snn: SNNConfig = SNNConfig()
-    kd: KDConfig = KDConfig()
-    direct: DirectConfig = DirectConfig()
-    conversion: ConversionConfig = ConversionConfig()
+    encoding: EncodingConfig = EncodingConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    method_section: ClassVar[str | None] = None
+    """The name of this class's method section (None: the method takes no options)."""
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        from harness.methods import METHODS
-
         return _lookup(METHODS, name)
+
+    @field_validator("student", mode="wrap")
+    @classmethod
+    def _student_family(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> ModelArgs:
+        return _model_section(value, handler, STUDENT_DEFAULTS, teacher=False)
+
+    @field_validator("teacher", mode="wrap")
+    @classmethod
+    def _teacher_family(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> ModelArgs:
+        return _model_section(value, handler, TEACHER_DEFAULTS, teacher=True)
+
+    @classmethod
+    def of(cls, tree: Mapping[str, Any]) -> TrialConfig:
+        """Validates a nested config tree (`{"method": "kd", "kd": {"alpha": 0.5}, ...}`).
+
+        The tree's `method` picks the class; a section of another registered method is checked
+        against that method's options and left out of the result.
+
+        Raises:
+            ValidationError: the first offending key (`describe_error` words it).
+            PluginError: the method's (or another named method's) plugin does not load.
+        """
+        tree = dict(tree)
+        method = tree.get("method", DEFAULT_METHOD)
+        if not (isinstance(method, str) and method in METHODS):
+            return TrialConfig.model_validate(tree)  # reports the unknown method at `method`
+        config = config_class(method).model_validate(
+            {key: value for key, value in tree.items() if not _is_other_section(key, method)}
+        )
+        for key, value in tree.items():
+            if _is_other_section(key, method):
+                section_checker(key).model_validate({key: value})
+        return config
+
+    @property
+    def options(self) -> Section | None:
+        """The method's own section (`config.kd` for `kd`), or None when it takes none."""
+        return getattr(self, self.method_section) if self.method_section else None
 
     def flat(self) -> dict[str, Any]:
         """The config as dotted keys (`kd.alpha`, ...), the form used for MLflow params."""
         return flatten(self.model_dump(mode="json"))
 
+    def read_sections(self) -> frozenset[str]:
+        """The top-level keys this trial's method reads: `ALWAYS_READ`, its `reads`, its section."""
+        method = METHODS.get(self.method)
+        own = {self.method_section} if self.method_section else set()
+        return ALWAYS_READ | method.reads | own
 
-class Distribution(_Section):
+    def params(self) -> dict[str, Any]:
+        """`flat()` restricted to the sections the method reads: what a run logs as params."""
+        read = self.read_sections()
+        return {key: value for key, value in self.flat().items() if key.split(".")[0] in read}
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # The class is made at run time (`config_class`): pickle the values and rebuild (Ray
+        # ships plans to workers this way; each worker finds the method's plugin itself).
+        return (_rebuild, (self.model_dump(mode="json"),))
+
+
+def _rebuild(values: dict[str, Any]) -> TrialConfig:
+    return TrialConfig.of(values)
+
+
+def _is_other_section(key: str, method: str) -> bool:
+    return key != method and key not in TrialConfig.model_fields and key in METHODS
+
+
+class _NoOptions(Section):
+    """The section of a method that takes no options: any key is unknown."""
+
+
+@functools.cache
+def config_class(method: str) -> type[TrialConfig]:
+    """`TrialConfig` plus the section of `method`, named after it (cached per method).
+
+    Raises:
+        HarnessInputError: unknown method.
+        PluginError: its plugin does not load or declares an unusable section.
+    """
+    options = METHODS.get(method).options
+    fields: dict[str, Any] = {"method": (Literal[method], method)}  # type: ignore[valid-type]
+    if options is not None:
+        fields[method] = (options, Field(default_factory=options))
+    cls = create_model(f"TrialConfig_{method}", __base__=TrialConfig, **fields)
+    cls.method_section = method if options is not None else None
+    return cls
+
+
+@functools.cache
+def section_checker(method: str) -> type[Section]:
+    """A model with one field, `method`'s section, to check it where another method runs."""
+    options = METHODS.get(method).options or _NoOptions
+    return create_model(f"Section_{method}", __base__=Section, **{method: (options, Field(default_factory=options))})
+
+
+def core_sections() -> frozenset[str]:
+    """The top-level keys the harness owns (a method may not be named like one)."""
+    return frozenset(TrialConfig.model_fields)
+
+
+class Distribution(Section):
     """One searched dimension: exactly one of `categorical`, `int` or `float`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     categorical: tuple[Any, ...] | None = None
     int_range: tuple[int, int] | None = Field(None, alias="int")
@@ -250,7 +433,7 @@ class Distribution(_Section):
         )
 
 
-class SchedulerConfig(_Section):
+class SchedulerConfig(Section):
     """Early stopping of the search: ASHA on epochs, or none."""
 
     name: Literal["asha", "none"] = "asha"
@@ -258,7 +441,7 @@ class SchedulerConfig(_Section):
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     """How the sweep searches: per-method budget, concurrency, objective, sampler, final stage."""
 
     num_samples: PositiveInt = 8
@@ -266,26 +449,27 @@ class SearchConfig(_Section):
     metric: Literal["val_accuracy", "train_loss"] = "val_accuracy"  # reported every epoch, for ASHA
     mode: Literal["max", "min"] = "max"
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: NonNegativeInt = 0
     scheduler: SchedulerConfig = SchedulerConfig()
-    final_repeats: Annotated[int, Field(ge=0)] = 3
-    # T values the final stage retrains KD and direct at, besides eval.reference_time_steps;
-    # None: every eval.time_steps value. Other T of the curve are then read off those runs.
-    final_time_steps: tuple[Annotated[int, Field(ge=1, le=1024)], ...] | None = None
+    final_repeats: NonNegativeInt = 3
+    # T values the final stage retrains methods that train at a T at, besides
+    # eval.reference_time_steps; None: every eval.time_steps value. Other T of the curve are
+    # then read off those runs.
+    final_time_steps: tuple[TimeSteps, ...] | None = None
 
 
-class ResourcesConfig(_Section):
+class ResourcesConfig(Section):
     """Per-trial resources; fractional GPUs share a device (a scheduling promise only)."""
 
     cpu: PositiveFloat = 1.0
     gpu: Annotated[float, Field(ge=0)] = 0.0
 
 
-class SpaceFile(_Section):
+class SpaceFile(Section):
     """A search-space file (DESIGN §4)."""
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
-    methods: tuple[str, ...] = ("kd",)
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Distribution] = Field(default_factory=dict)
     search: SearchConfig = SearchConfig()
@@ -295,22 +479,11 @@ class SpaceFile(_Section):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
-        from harness.methods import METHODS
-
         if not methods:
             raise ValueError("expected at least one method")
         for name in methods:
             _lookup(METHODS, name)
         return methods
-
-
-def _lookup(registry: Registry[Any], name: str) -> str:
-    """Checks `name` is registered; a ValueError lets pydantic name the offending key."""
-    try:
-        registry.get(name)
-    except HarnessInputError as exc:
-        raise ValueError(str(exc)) from None
-    return name
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -344,6 +517,11 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def trial_config(flat: Mapping[str, Any]) -> TrialConfig:
+    """`TrialConfig.of` from dotted keys (`{"method": "kd", "kd.alpha": 0.5}`)."""
+    return TrialConfig.of(unflatten(flat))
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parses one `--set key=value`; the value is read as YAML (`4`, `0.5`, `[1, 2]`, `true`)."""
     key, sep, raw = text.partition("=")
@@ -357,21 +535,39 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _section_keys(root: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:
-    """The keys a section accepts, found by walking the schema from `root` along `parents`."""
-    model: Any = root
-    for part in parents:
+def _known_keys(parents: tuple[Any, ...], tree: Mapping[str, Any]) -> list[str]:
+    """The keys the section at `parents` accepts, for an "unknown key" message."""
+    if not parents:
+        return sorted(set(TrialConfig.model_fields) | set(METHODS.names()))
+    head, rest = parents[0], parents[1:]
+    model: Any
+    try:
+        if head in ("student", "teacher"):
+            given = tree.get(head)
+            defaults = STUDENT_DEFAULTS if head == "student" else TEACHER_DEFAULTS
+            arch = (given if isinstance(given, Mapping) else {}).get("arch", defaults["arch"])
+            model = teacher_class(arch) if head == "teacher" else MODELS.get(arch)
+        elif head in TrialConfig.model_fields:
+            model = TrialConfig.model_fields[head].annotation
+        elif head in METHODS:
+            model = METHODS.get(head).options or _NoOptions
+        else:
+            return []
+    except HarnessInputError:
+        return []
+    for part in rest:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         model = field.annotation if field is not None else None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []
-    return sorted(model.model_fields)
+    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-def _describe_error(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[str, str]:
+def describe_error(error: Mapping[str, Any], tree: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """One pydantic error as (dotted key, what was expected)."""
     loc = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        keys = _section_keys(root, tuple(error["loc"][:-1]))
+        keys = _known_keys(tuple(error["loc"][:-1]), tree or {})
         return loc, f"unknown key; expected one of: {', '.join(keys)}" if keys else "unknown key"
     if error["type"] == "value_error":  # our validators' messages already name the value
         return loc, error["msg"].removeprefix("Value error, ")
@@ -379,11 +575,13 @@ def _describe_error(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[st
 
 
 def _one_line(
-    where: str, error: ValidationError, root: type[BaseModel], origin: Mapping[str, str] | None = None
+    where: str,
+    error: ValidationError,
+    origin: Mapping[str, str] | None = None,
+    tree: Mapping[str, Any] | None = None,
 ) -> str:
     """The first validation error as `<where>: <dotted key>: <what was expected>`."""
-    first = error.errors()[0]
-    loc, message = _describe_error(first, root)
+    loc, message = describe_error(error.errors()[0], tree)
     if origin is not None:
         for dotted, source in origin.items():
             if loc == dotted or loc.startswith(dotted + "."):
@@ -414,7 +612,7 @@ def load_space(path: str | Path) -> SpaceFile:
     try:
         space = SpaceFile.model_validate(raw)
     except ValidationError as exc:
-        raise HarnessInputError(_one_line(str(path), exc, SpaceFile)) from None
+        raise HarnessInputError(_one_line(str(path), exc)) from None
     # The fixed values and eval block must form a valid trial on their own, and so must every
     # value a searched dimension can take.
     resolve_trial_config(space, method=space.methods[0], source=str(path))
@@ -460,8 +658,10 @@ def resolve_trial_config(
         flat[key] = value
         origin[key] = f"--set {key}"
     try:
-        return TrialConfig.model_validate(unflatten(flat))
-    except ValidationError as exc:
-        raise HarnessInputError(_one_line(source, exc, TrialConfig, origin)) from None
+        tree = unflatten(flat)
     except HarnessInputError as exc:  # a key used both as a value and as a section
         raise HarnessInputError(f"{source}: {exc}") from None
+    try:
+        return TrialConfig.of(tree)
+    except ValidationError as exc:
+        raise HarnessInputError(_one_line(source, exc, origin, tree)) from None

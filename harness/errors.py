@@ -9,5 +9,11 @@ class HarnessInputError(Exception):
     """
 
 
+class PluginError(HarnessInputError):
+    """An installed plugin that cannot be used: its entry point does not load, its entry is of
+    the wrong type, two distributions register its name, or its config section collides with
+    another. The message names the entry point and its distribution (and the other party)."""
+
+
 class TrialFailed(RuntimeError):
     """A trial that cannot go on (for example a loss that became NaN); its run ends FAILED."""

@@ -1,57 +1,203 @@
-"""Name-keyed registries, filled on import (as timm does for models).
+"""Name-keyed registries filled from installed entry points: the one way anything is plugged in.
 
-Every pluggable piece of the harness (datasets, noise types, models, methods) lives in a
-`Registry` keyed by the exact name used in the YAML search space. Adding an entry is the
-only step needed to make a new piece selectable; the trial loop never branches on names.
+Every pluggable kind has a `Registry` bound to an entry-point group. The built-ins register
+through the same groups as a user's package (`pyproject.toml`, `[project.entry-points.*]`), so a
+plugin needs no edit of this repository:
+
+| registry   | entry-point group          | an entry is                                         |
+|------------|----------------------------|-----------------------------------------------------|
+| `METHODS`  | `snn_kd_harness.methods`   | a `harness.methods.Method` subclass                  |
+| `MODELS`   | `snn_kd_harness.models`    | a `harness.config.ModelArgs` subclass (a family)     |
+| `DATASETS` | `snn_kd_harness.datasets`  | a `harness.data.DatasetEntry`                        |
+| `NOISES`   | `snn_kd_harness.noises`    | a noise function `(image, level, generator) -> image`|
+| `ENCODERS` | `snn_kd_harness.encoders`  | a `harness.models.encoders.Encoder` subclass         |
+
+The entry point's name is the name used in YAML (`methods: [kd]`, `student.arch: resnet`).
+
+This module is a leaf: it imports nothing of the harness but its errors. Entries load lazily,
+one at a time, on first lookup, from the installed distributions' metadata, so a fresh Ray
+worker sees every installed plugin. The interface an entry must satisfy is named like an entry
+point (`"harness.methods.base:check_method"`) and resolved only when an entry is checked.
+
+A broken entry (it does not import, is of the wrong type, or its name is registered by two
+distributions) raises `PluginError`, one line naming the entry point and its distribution, when
+that name is looked up; every other entry keeps working.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Generic, TypeVar
 
-from harness.errors import HarnessInputError
+from harness.errors import HarnessInputError, PluginError
 
 T = TypeVar("T")
 
+GROUP_PREFIX = "snn_kd_harness."
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where one registered name comes from."""
+
+    name: str
+    distribution: str
+    version: str
+    target: str  # `module:attribute`, as the entry point names it
+
+    def describe(self) -> str:
+        """`entry point 'kd' (harness.methods.kd:KDMethod) of snn-kd-harness 0.1.0`."""
+        return f"entry point {self.name!r} ({self.target}) of {self.distribution} {self.version}".rstrip()
+
+
+def _provider(entry: EntryPoint) -> Provider:
+    dist = entry.dist
+    return Provider(
+        name=entry.name,
+        distribution=dist.name if dist is not None else "an unknown distribution",
+        version=dist.version if dist is not None else "",
+        target=entry.value,
+    )
+
+
+def _resolve(reference: str) -> Any:
+    """`"package.module:attribute"` -> the attribute (imported now)."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
 
 class Registry(Generic[T]):
-    """A mapping from YAML names to entries (classes, builders or functions).
+    """Entries of one entry-point group, keyed by entry-point name and loaded on first lookup.
 
     Args:
-        kind: What the entries are, used in error messages ("dataset", "noise type", ...).
+        group: The entry-point group (`snn_kd_harness.methods`, ...).
+        kind: What an entry is, for messages ("method", "model family", ...).
+        check: `"module:function"` of `check(name, entry) -> None`, which raises TypeError or
+            ValueError (one sentence) when `entry` does not fit this registry. Resolved on
+            first use, so this module imports none of the interfaces it checks against.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, group: str, kind: str, check: str) -> None:
+        self.group = group
         self.kind = kind
-        self._entries: dict[str, T] = {}
+        self._check_reference = check
+        self._providers: dict[str, list[EntryPoint]] | None = None
+        self._loaded: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers an entry under `name`; a name may be used once."""
+    # -- discovery (metadata only, nothing imported) -------------------------------------------
 
-        def add(entry: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = entry
-            return entry
-
-        return add
-
-    def get(self, name: str) -> T:
-        """Returns the entry for `name`, or raises a one-line HarnessInputError listing the choices."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise HarnessInputError(
-                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}"
-            ) from None
+    def _entry_points(self) -> dict[str, list[EntryPoint]]:
+        if self._providers is None:
+            found: dict[str, list[EntryPoint]] = {}
+            seen: set[tuple[str, str, str]] = set()
+            for entry in entry_points(group=self.group):
+                # The same distribution can be visible twice on sys.path (an editable install
+                # and a build folder, say): one provider, not a conflict.
+                dist = entry.dist.name if entry.dist is not None else ""
+                if (entry.name, entry.value, dist) in seen:
+                    continue
+                seen.add((entry.name, entry.value, dist))
+                found.setdefault(entry.name, []).append(entry)
+            self._providers = found
+        return self._providers
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
-        return sorted(self._entries)
+        """Every registered name, sorted (from metadata: nothing is imported)."""
+        return sorted(self._entry_points())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entry_points()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def providers(self, name: str) -> list[Provider]:
+        """Who registers `name` (more than one is a conflict that `get` reports)."""
+        return [_provider(entry) for entry in self._entry_points().get(name, [])]
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def get(self, name: str) -> T:
+        """The entry registered as `name`, imported and checked on first use.
+
+        Raises:
+            HarnessInputError: no such name (the message lists the registered ones).
+            PluginError: the entry does not load, does not fit this registry, or two
+                distributions register the name; one line naming them.
+        """
+        if name in self._loaded:
+            return self._loaded[name]
+        candidates = self._entry_points().get(name) if isinstance(name, str) else None
+        if not candidates:
+            raise HarnessInputError(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}")
+        if len(candidates) > 1:
+            first, second = (_provider(entry) for entry in candidates[:2])
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice in {self.group}: by {first.describe()} and by "
+                f"{second.describe()}; uninstall one of them"
+            )
+        entry = candidates[0]
+        provider = _provider(entry)
+        if not NAME_PATTERN.match(name):
+            raise PluginError(f"{provider.describe()} in {self.group}: the name must match {NAME_PATTERN.pattern}")
+        try:
+            value = entry.load()
+        except Exception as exc:  # any failure of a third party's import is that plugin's defect
+            raise PluginError(
+                f"{provider.describe()} in {self.group} does not load: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+        checker: Callable[[str, Any], None] = _resolve(self._check_reference)
+        try:
+            checker(name, value)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{provider.describe()} in {self.group} is not a valid {self.kind}: {exc}") from None
+        self._loaded[name] = value
+        return value
+
+    def refresh(self) -> None:
+        """Forgets what was discovered and loaded, so that distributions installed (or removed)
+        since are seen on the next lookup; a running process otherwise reads the metadata once."""
+        self._providers = None
+        self._loaded.clear()
+
+    def problems(self) -> dict[str, str]:
+        """Every name whose entry fails to load or check, with the one-line reason."""
+        broken = {}
+        for name in self.names():
+            try:
+                self.get(name)
+            except PluginError as exc:
+                broken[name] = str(exc)
+        return broken
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"
+
+
+METHODS: Registry[Any] = Registry(GROUP_PREFIX + "methods", "method", "harness.methods.base:check_method")
+MODELS: Registry[Any] = Registry(GROUP_PREFIX + "models", "model family", "harness.config:check_model_family")
+DATASETS: Registry[Any] = Registry(GROUP_PREFIX + "datasets", "dataset", "harness.data:check_dataset_entry")
+NOISES: Registry[Any] = Registry(GROUP_PREFIX + "noises", "noise type", "harness.noise:check_noise_function")
+ENCODERS: Registry[Any] = Registry(GROUP_PREFIX + "encoders", "input encoding", "harness.models.encoders:check_encoder")
+
+REGISTRIES: dict[str, Registry[Any]] = {
+    "methods": METHODS,
+    "models": MODELS,
+    "datasets": DATASETS,
+    "noises": NOISES,
+    "encoders": ENCODERS,
+}
+"""Every registry by its group's last part (what `harness plugins` lists)."""
+
+
+def refresh() -> None:
+    """`Registry.refresh` of every registry."""
+    for registry in REGISTRIES.values():
+        registry.refresh()

@@ -19,11 +19,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness import contract
 from harness.config import TrialConfig
 from harness.efficiency import count_ops
 from harness.methods.base import TrialContext, network_for
 from harness.models import SpikingNetwork, count_parameters, relu
-from harness.training import accuracy, make_optimizer, make_schedule, noise_accuracies, shift_for, train_one_epoch
+from harness.models.encoders import DirectEncoding
+from harness.registry import METHODS
+from harness.training import Fitting, accuracy, noise_accuracies
 
 CACHE_FORMAT = 1
 NOISE_FILE = "noise_accuracy.json"  # beside teacher.pt: its test accuracy per "<type>/<level>"
@@ -59,43 +62,46 @@ def teacher_key_of(config: TrialConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+def teacher_identity(config: TrialConfig) -> str | None:
+    """The teacher's cache key when the config's method needs a teacher (the tag
+    `harness.teacher`, by which the report counts distinct teachers), else None."""
+    return teacher_key_of(config) if METHODS.get(config.method).capabilities.needs_teacher else None
+
+
 def build_teacher(ctx: TrialContext) -> SpikingNetwork:
-    """An untrained ReLU network of `teacher.*`, initialised from the teacher's seed."""
-    return network_for(ctx, ctx.config.teacher, relu, seed=ctx.config.teacher.seed_for(ctx.config.seed))
+    """An untrained ReLU network of `teacher.*`, initialised from the teacher's seed; an ANN
+    always sees the normalised image (direct encoding), whatever the student's encoding."""
+    data = ctx.data
+    seed = ctx.config.teacher.seed_for(ctx.config.seed)
+    return network_for(ctx, ctx.config.teacher, relu, seed=seed, encoder=DirectEncoding(data.mean, data.std))
 
 
 def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
     """Trains the teacher with cross-entropy for `teacher.epochs`; returns it and its metrics."""
     cfg, data = ctx.config, ctx.data
+    teacher = cfg.teacher
     model = build_teacher(ctx)
-    optimizer = make_optimizer(list(model.parameters()), cfg.train, cfg.teacher.optimizer, cfg.teacher.lr)
-    steps = cfg.teacher.epochs * -(-len(data.train_x) // cfg.train.batch_size)
-    schedule = make_schedule(optimizer, cfg.train, steps)
-    generator = torch.Generator().manual_seed(cfg.teacher.seed_for(cfg.seed))
+    fitting = Fitting(
+        [model],
+        cfg.train,
+        epochs=teacher.epochs,
+        samples=len(data.train_x),
+        seed=teacher.seed_for(cfg.seed),
+        optimizer=teacher.optimizer,
+        lr=teacher.lr,
+    )
 
     def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(images, 1).mean(0), labels)
 
-    evaluate = dict(time_steps=1, normalize=data.normalize, batch_size=cfg.train.eval_batch_size)
-    for epoch in range(1, cfg.teacher.epochs + 1):
-        loss = train_one_epoch(
-            [model],
-            optimizer,
-            schedule,
-            data.train_x,
-            data.train_y,
-            loss_fn,
-            batch_size=cfg.train.batch_size,
-            normalize=data.normalize,
-            generator=generator,
-            augment_shift=shift_for(data.image_size) if cfg.train.augment else 0,
-            epoch=epoch,
-        )
+    evaluate = dict(time_steps=1, batch_size=cfg.train.eval_batch_size)
+    for epoch in range(1, teacher.epochs + 1):
+        loss = fitting.epoch(loss_fn, data.train_x, data.train_y, data.image_size, epoch)
         val = accuracy(model, data.val_x, data.val_y, **evaluate)
-        ctx.log(f"teacher epoch {epoch}/{cfg.teacher.epochs}  loss {loss:.4f}  val_accuracy {val:.4f}")
+        ctx.log(f"teacher epoch {epoch}/{teacher.epochs}  loss {loss:.4f}  val_accuracy {val:.4f}")
     metrics = {
-        "teacher_test_accuracy": accuracy(model, data.test_x, data.test_y, **evaluate),
-        "teacher_params": float(count_parameters(model)),
+        contract.TEACHER_TEST_ACCURACY: accuracy(model, data.test_x, data.test_y, **evaluate),
+        contract.TEACHER_PARAMS: float(count_parameters(model)),
         **teacher_cost(model, ctx),
     }
     return model, metrics
@@ -103,12 +109,12 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
 
 def teacher_cost(model: SpikingNetwork, ctx: TrialContext) -> dict[str, float]:
     """MACs and energy per sample of the ANN teacher, measured on a test batch."""
-    x = ctx.data.normalize(ctx.data.test_x[:64])
+    x = ctx.data.test_x[:64]
     with torch.inference_mode(), count_ops(model.eval(), 1) as counts:
         counts.batch = counts.samples = len(x)
         model(x, 1)
     summary = counts.summary(1)
-    return {"teacher_macs": summary["macs"], "teacher_energy_uj": summary["energy_uj"]}
+    return {contract.TEACHER_MACS: summary[contract.MACS], contract.TEACHER_ENERGY_UJ: summary[contract.ENERGY_UJ]}
 
 
 def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
@@ -142,7 +148,10 @@ def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[s
     path = record.path.parent / NOISE_FILE
     cached: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
     noise = ctx.config.eval.noise
-    missing = {kind: [lv for lv in levels if f"{kind}/{lv:g}" not in cached] for kind, levels in noise.items()}
+    missing = {
+        kind: [lv for lv in levels if contract.noise_metric(kind, lv, "") not in cached]
+        for kind, levels in noise.items()
+    }
     missing = {kind: levels for kind, levels in missing.items() if levels}
     if missing:
         data = ctx.data
@@ -153,12 +162,10 @@ def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[s
             missing,
             prefix="",
             time_steps=1,
-            normalize=data.normalize,
             batch_size=ctx.config.train.eval_batch_size,
         )
         scratch = path.with_suffix(f".tmp{os.getpid()}")
         scratch.write_text(json.dumps(cached, indent=1, sort_keys=True))
         os.replace(scratch, path)  # concurrent trials may both compute; either file is whole and right
-    keys = [f"{kind}/{level:g}" for kind, levels in noise.items() for level in levels]
-    return {f"teacher_noise/{key}": cached[key] for key in keys}
-
+    keys = [contract.noise_metric(kind, level, "") for kind, levels in noise.items() for level in levels]
+    return {contract.TEACHER_NOISE + key: cached[key] for key in keys}

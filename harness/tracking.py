@@ -16,11 +16,13 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from harness.contract import EXPERIMENT_KIND, Tag
 from harness.errors import HarnessInputError
 
 # Opens the training-runs table (not the GenAI overview) in the MLflow 3 UI.
-EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_KIND_TAGS = {Tag.EXPERIMENT_KIND.value: EXPERIMENT_KIND}
 _BATCH = 900  # log_batch takes at most 1000 entries
+CONFIG_ARTIFACT = "config.yaml"  # every trial run's resolved config
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
@@ -89,7 +91,8 @@ class TrackedRun:
         self.client = MlflowClient(self.tracking_uri)
         experiment_id = ensure_experiment(self.client, experiment, self.tracking_uri)
         if run_id is None:
-            run_id = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+            plain = {str(key): str(value) for key, value in tags.items()}
+            run_id = self.client.create_run(experiment_id, run_name=run_name, tags=plain).info.run_id
         self.run_id = run_id
 
     @classmethod
@@ -101,9 +104,9 @@ class TrackedRun:
         uri = absolute_tracking_uri(tracking_uri)
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, experiment, uri)
-        trial_id = tags["harness.trial_id"].replace("'", "")
+        trial_id = str(tags[Tag.TRIAL_ID]).replace("'", "")
         found = client.search_runs(
-            [experiment_id], filter_string=f"tags.`harness.trial_id` = '{trial_id}'", max_results=1
+            [experiment_id], filter_string=f"tags.`{Tag.TRIAL_ID}` = '{trial_id}'", max_results=1
         )
         if found:
             client.update_run(found[0].info.run_id, status="RUNNING")
@@ -130,7 +133,17 @@ class TrackedRun:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Adds tags to the run."""
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def log_config(self, params: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        """A trial's params (those not logged yet: MLflow refuses to change one) and, the first
+        time, its whole resolved config as the artifact `config.yaml`."""
+        logged = self.params
+        self.log_params({key: value for key, value in params.items() if key not in logged})
+        if not logged:
+            import yaml
+
+            self.log_text(yaml.safe_dump(dict(config), sort_keys=False), CONFIG_ARTIFACT)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Stores `text` as an artifact of the run."""
@@ -139,5 +152,5 @@ class TrackedRun:
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """Ends the run as FINISHED, FAILED or KILLED; a reason goes to `harness.failure_reason`."""
         if reason:
-            self.set_tags({"harness.failure_reason": reason[:5000]})
+            self.set_tags({Tag.FAILURE_REASON: reason[:5000]})
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))

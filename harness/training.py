@@ -1,13 +1,19 @@
 """Loop phases shared by every method: batching, augmentation, one epoch, evaluation.
 
 Data are tensors already on the trial's device (`harness.data.DataSplits`), so batching is
-slicing by a shuffled index; no DataLoader workers. Neuron state is reset after every batch.
+slicing by a shuffled index; no DataLoader workers. Networks take images in [0, 1] (their
+encoder normalises them). Neuron state is reset after every batch.
+
+`Fitting` is the one training loop body: the optimiser, its schedule and the data-order
+generator of one network, stepped an epoch at a time. Students (KD, direct), the conversion
+baseline's ANN and the ANN teacher all train through it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +21,12 @@ from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
 from harness.config import TrainConfig
+from harness.contract import noise_metric
 from harness.errors import TrialFailed
 from harness.noise import apply_noise
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-"""Maps (normalised images, labels) to a scalar loss; it runs the network(s) itself."""
+"""Maps (images in [0, 1], labels) to a scalar loss; it runs the network(s) itself."""
 
 # How often the running loss is checked for NaN: a host sync every batch would stall a GPU.
 _NAN_CHECK_EVERY = 20
@@ -76,6 +83,69 @@ def make_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+class Fitting:
+    """The optimiser, learning-rate schedule and data-order generator of one training run.
+
+    Args:
+        modules: Everything that trains together (a network, KD adapters).
+        train: The shared optimisation settings (`train.*`).
+        epochs: Length of the run (the cosine schedule decays over all of it).
+        samples: Training samples per epoch.
+        seed: Seed of the data order and augmentation.
+        optimizer, lr: Override `train.optimizer` / `train.lr` (the teacher's own).
+    """
+
+    def __init__(
+        self,
+        modules: list[nn.Module],
+        train: TrainConfig,
+        *,
+        epochs: int,
+        samples: int,
+        seed: int,
+        optimizer: str | None = None,
+        lr: float | None = None,
+    ) -> None:
+        self.modules = modules
+        self.train = train
+        params = [p for module in modules for p in module.parameters()]
+        self.optimizer = make_optimizer(params, train, optimizer, lr)
+        self.schedule = make_schedule(self.optimizer, train, epochs * -(-samples // train.batch_size))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def epoch(self, loss_fn: LossFn, x: Tensor, y: Tensor, image_size: int, epoch: int) -> float:
+        """One pass over (`x`, `y`) with `loss_fn`; returns the mean loss."""
+        return train_one_epoch(
+            self.modules,
+            self.optimizer,
+            self.schedule,
+            x,
+            y,
+            loss_fn,
+            batch_size=self.train.batch_size,
+            generator=self.generator,
+            augment_shift=shift_for(image_size) if self.train.augment else 0,
+            epoch=epoch,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser, schedule and generator: enough to continue after a restart."""
+        return {
+            "modules": [module.state_dict() for module in self.modules],
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores what `state_dict` returned."""
+        for module, saved in zip(self.modules, state["modules"], strict=True):
+            module.load_state_dict(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+
+
 def train_one_epoch(
     modules: list[nn.Module],
     optimizer: torch.optim.Optimizer,
@@ -85,7 +155,6 @@ def train_one_epoch(
     loss_fn: LossFn,
     *,
     batch_size: int,
-    normalize: Callable[[Tensor], Tensor],
     generator: torch.Generator,
     augment_shift: int,
     epoch: int,
@@ -97,9 +166,8 @@ def train_one_epoch(
             (spiking state) after every batch.
         optimizer, schedule: Stepped once per batch.
         x, y: Training images in [0, 1] and labels, on the device.
-        loss_fn: (normalised images, labels) -> scalar loss.
+        loss_fn: (images, labels) -> scalar loss.
         batch_size: Samples per step.
-        normalize: The dataset's normalisation.
         generator: Drives shuffling and augmentation (seeded by the trial).
         augment_shift: Maximum random translation in pixels (0 = none).
         epoch: For the NaN message.
@@ -112,7 +180,7 @@ def train_one_epoch(
     total = torch.zeros((), device=x.device)
     batches = 0
     for index in shuffled_batches(len(x), batch_size, generator, x.device):
-        images = normalize(random_shift(x[index], generator, augment_shift))
+        images = random_shift(x[index], generator, augment_shift)
         loss = loss_fn(images, y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,7 +209,6 @@ def predict_steps(
     x: Tensor,
     *,
     time_steps: int,
-    normalize: Callable[[Tensor], Tensor],
     batch_size: int,
     before_batch: Callable[[int], None] | None = None,
 ) -> Tensor:
@@ -152,7 +219,7 @@ def predict_steps(
     model.eval()
     outputs = []
     for start in range(0, len(x), batch_size):
-        images = normalize(x[start : start + batch_size])
+        images = x[start : start + batch_size]
         if before_batch is not None:
             before_batch(len(images))
         outputs.append(model(images, time_steps))
@@ -176,11 +243,10 @@ def accuracy(
     y: Tensor,
     *,
     time_steps: int,
-    normalize: Callable[[Tensor], Tensor],
     batch_size: int,
 ) -> float:
     """Accuracy (fraction) of the time-averaged logits at `time_steps`."""
-    steps = predict_steps(model, x, time_steps=time_steps, normalize=normalize, batch_size=batch_size)
+    steps = predict_steps(model, x, time_steps=time_steps, batch_size=batch_size)
     return cumulative_accuracy(steps, y)[-1].item()
 
 
@@ -192,20 +258,14 @@ def noise_accuracies(
     *,
     prefix: str,
     time_steps: int,
-    normalize: Callable[[Tensor], Tensor],
     batch_size: int,
 ) -> dict[str, float]:
     """Accuracy of `model` on `x` corrupted by every (type, level) of `noise`, keyed
     `<prefix><type>/<level>`. Corruptions are seeded per (type, level, sample), so every model
     evaluated this way sees the same corrupted images."""
     return {
-        f"{prefix}{kind}/{level:g}": accuracy(
-            model,
-            apply_noise(x, kind, level),
-            y,
-            time_steps=time_steps,
-            normalize=normalize,
-            batch_size=batch_size,
+        noise_metric(kind, level, prefix): accuracy(
+            model, apply_noise(x, kind, level), y, time_steps=time_steps, batch_size=batch_size
         )
         for kind, levels in noise.items()
         for level in levels

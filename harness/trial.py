@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from harness import contract
 from harness.config import TrialConfig
 from harness.data import DataSplits, load_dataset
 from harness.efficiency import count_ops
@@ -109,11 +110,11 @@ def train(
         started = time.perf_counter()
         metrics = method.train_one_epoch(epoch)
         train_seconds += time.perf_counter() - started
-        metrics["val_accuracy"] = validate(method, data, config)
-        metrics["train_seconds"] = train_seconds
+        metrics[contract.VAL_ACCURACY] = validate(method, data, config)
+        metrics[contract.TRAIN_SECONDS] = train_seconds
         log(
-            f"{config.method} epoch {epoch}/{config.train.epochs}  loss {metrics['train_loss']:.4f}  "
-            f"val_accuracy {metrics['val_accuracy']:.4f}  ({time.perf_counter() - started:.1f}s)"
+            f"{config.method} epoch {epoch}/{config.train.epochs}  loss {metrics[contract.TRAIN_LOSS]:.4f}  "
+            f"val_accuracy {metrics[contract.VAL_ACCURACY]:.4f}  ({time.perf_counter() - started:.1f}s)"
         )
         if epoch == config.train.epochs:
             metrics |= final_evaluation(method, data, config) | method.extra_metrics()
@@ -130,27 +131,22 @@ def eval_batch(config: TrialConfig, time_steps: int) -> int:
 def validate(method: Method, data: DataSplits, config: TrialConfig) -> float:
     """Validation accuracy of the method's network at its evaluation T."""
     t = method.eval_time_steps
-    return accuracy(
-        method.network(),
-        data.val_x,
-        data.val_y,
-        time_steps=t,
-        normalize=data.normalize,
-        batch_size=eval_batch(config, t),
-    )
+    return accuracy(method.network(), data.val_x, data.val_y, time_steps=t, batch_size=eval_batch(config, t))
 
 
 def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> dict[str, float]:
     """Test accuracy, time-step curve, efficiency and noise robustness of the trained network.
 
     The clean test set runs once at T_max = max(eval T, `eval.time_steps`): its cumulative
-    output gives `test_accuracy` at the method's T and every `timestep/<T>`, and the op
-    counts of its first T steps give the efficiency figures at the method's T. Each noise
-    level is one more run at the method's T.
+    output gives `test_accuracy` at the method's T and, for a method whose curve comes from one
+    run (`Capabilities.curve_from_one_run`), every `timestep/<T>`; the op counts of its first T
+    steps give the efficiency figures at the method's T. Otherwise each T of the curve is one more
+    run at that T. Each noise level is one more run at the method's T.
     """
     net = method.network()
     t_eval = method.eval_time_steps
-    t_max = max(t_eval, *config.eval.time_steps)
+    one_run = method.capabilities.curve_from_one_run
+    t_max = max(t_eval, *config.eval.time_steps) if one_run else t_eval
     with count_ops(net, t_max) as counts:
 
         def before_batch(size: int) -> None:
@@ -158,25 +154,24 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
             counts.samples += size
 
         steps = predict_steps(
-            net,
-            data.test_x,
-            time_steps=t_max,
-            normalize=data.normalize,
-            batch_size=eval_batch(config, t_max),
-            before_batch=before_batch,
+            net, data.test_x, time_steps=t_max, batch_size=eval_batch(config, t_max), before_batch=before_batch
         )
     curve = cumulative_accuracy(steps, data.test_y)
-    metrics = {"test_accuracy": curve[t_eval - 1].item(), "params": float(count_parameters(net))}
-    metrics |= {f"timestep/{t}": curve[t - 1].item() for t in config.eval.time_steps}
+    metrics = {contract.TEST_ACCURACY: curve[t_eval - 1].item(), contract.PARAMS: float(count_parameters(net))}
+    for t in config.eval.time_steps:
+        metrics[contract.timestep_metric(t)] = (
+            curve[t - 1].item()
+            if one_run
+            else accuracy(net, data.test_x, data.test_y, time_steps=t, batch_size=eval_batch(config, t))
+        )
     metrics |= counts.summary(t_eval)
     metrics |= noise_accuracies(
         net,
         data.test_x,
         data.test_y,
         config.eval.noise,
-        prefix="noise/",
+        prefix=contract.NOISE,
         time_steps=t_eval,
-        normalize=data.normalize,
         batch_size=eval_batch(config, t_eval),
     )
     return metrics

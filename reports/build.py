@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from harness.errors import HarnessInputError
 from reports.figures import all_figures
 from reports.index import index_markdown
 from reports.loading import load_experiment
@@ -25,13 +26,15 @@ def default_report_dir(experiment: str, storage: Path = Path("runs")) -> Path:
     return storage / experiment / "report"
 
 
-def build_report(tracking_uri: str | None, experiment: str, out_dir: Path) -> Path:
+def build_report(tracking_uri: str | None, experiment: str, out_dir: Path, reference: str | None = None) -> Path:
     """Builds the report of `experiment` into `out_dir`.
 
     Args:
         tracking_uri: the MLflow store (None: `sqlite:///<cwd>/mlflow.db`).
         experiment: the MLflow experiment name.
         out_dir: the report folder; replaced as a whole when it exists.
+        reference: the method the significance table compares with every other (default: the
+            sweep's first method).
 
     Returns:
         The path of `report.md` inside `out_dir`.
@@ -41,11 +44,15 @@ def build_report(tracking_uri: str | None, experiment: str, out_dir: Path) -> Pa
             (checked before anything is written).
     """
     exp = load_experiment(tracking_uri, experiment)
+    if reference is not None and reference not in exp.methods:
+        raise HarnessInputError(
+            f"--reference: no method {reference!r} in experiment {experiment!r} (it has: {', '.join(exp.methods)})"
+        )
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        tables = all_tables(exp)
+        tables = all_tables(exp, reference)
         (staging / "tables").mkdir()
         for table in tables:
             for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):

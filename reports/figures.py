@@ -18,8 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
+from harness import contract
+from harness.contract import Tag, metric_column, param_column, parse_noise_metric
 from reports.loading import ExperimentRuns
-from reports.tables import TEACHER, noise_metrics, teacher_runs
+from reports.tables import SEED, TEACHER, noise_metrics, teacher_runs
 
 PALETTE = "colorblind"
 TEACHER_COLOUR = "0.35"
@@ -89,7 +91,7 @@ def _teacher_line(ax: Axes, exp: ExperimentRuns) -> None:
     """The teacher's clean accuracy as a dashed reference line (its noise accuracy is not logged)."""
     teacher = teacher_runs(exp)
     if not teacher.empty:
-        accuracy = teacher["metrics.teacher_test_accuracy"].mean()
+        accuracy = teacher[metric_column(contract.TEACHER_TEST_ACCURACY)].mean()
         ax.axhline(accuracy, color=TEACHER_COLOUR, linestyle="--", linewidth=1, label=f"{TEACHER}, clean")
 
 
@@ -100,9 +102,9 @@ def noise_frame(exp: ExperimentRuns) -> pd.DataFrame:
     for method in exp.methods:
         for _, run in exp.finals_at(method, reference).iterrows():
             for metric in noise_metrics(exp):
-                _, kind, level = metric.split("/", 2)
-                rows.append((method, run["params.seed"], kind, 0.0, run.get("metrics.test_accuracy")))
-                rows.append((method, run["params.seed"], kind, float(level), run.get(f"metrics.{metric}")))
+                kind, level = parse_noise_metric(metric)
+                rows.append((method, run[SEED], kind, 0.0, run.get(metric_column(contract.TEST_ACCURACY))))
+                rows.append((method, run[SEED], kind, level, run.get(metric_column(metric))))
     frame = pd.DataFrame(rows, columns=["method", "seed", "noise", "level", "accuracy"])
     return frame.dropna(subset=["accuracy"]).drop_duplicates()
 
@@ -151,7 +153,7 @@ def time_step_frame(exp: ExperimentRuns) -> pd.DataFrame:
     for method in exp.methods:
         for steps in exp.settings.time_steps:
             runs, metric = exp.at_time_steps(method, steps)
-            rows += [(method, run["params.seed"], steps, run.get(f"metrics.{metric}")) for _, run in runs.iterrows()]
+            rows += [(method, run[SEED], steps, run.get(metric_column(metric))) for _, run in runs.iterrows()]
     frame = pd.DataFrame(rows, columns=["method", "seed", "T", "accuracy"])
     return frame.dropna(subset=["accuracy"])
 
@@ -186,14 +188,15 @@ def search_frame(exp: ExperimentRuns) -> pd.DataFrame:
     for method in exp.methods:
         trials = exp.trials_of(method)
         trials = trials[(trials["status"] == "FINISHED")]
-        if "metrics.val_accuracy" not in trials.columns:
+        accuracy = metric_column(contract.VAL_ACCURACY)
+        if accuracy not in trials.columns:
             continue
-        pruned = exp.column("tags.harness.pruned", trials) == "true"
+        pruned = exp.tag(Tag.PRUNED, trials) == contract.TRUE
         for dim in exp.searched_dims(method):
             for index, run in trials.iterrows():
-                value = pd.to_numeric(run.get(f"params.{dim}"), errors="coerce")
+                value = pd.to_numeric(run.get(param_column(dim)), errors="coerce")
                 state = "pruned" if pruned[index] else "complete"
-                rows.append((method, dim, value, run["metrics.val_accuracy"], state))
+                rows.append((method, dim, value, run[accuracy], state))
     frame = pd.DataFrame(rows, columns=["method", "dim", "value", "val_accuracy", "trial"])
     return frame.dropna(subset=["value", "val_accuracy"])
 

@@ -1,8 +1,11 @@
-"""MLflow runs of one experiment -> pandas, checked for what a report needs (DESIGN §4 names).
+"""MLflow runs of one experiment -> pandas, checked for what a report needs (`harness.contract` names).
 
 `load_experiment` reads every run with `mlflow.search_runs` and answers the questions the
 tables and figures ask: which final runs a method has at a given T, what the evaluation
-settings were, which dimensions the search sampled.
+settings were, which dimensions the search sampled, what each method declared about itself.
+Everything comes from what the runs recorded (tags `harness.capabilities`, `harness.teacher`,
+the sweep's `harness.methods`), never from the methods installed here: a report needs
+neither the training stack nor the plugins that made the runs.
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from harness.contract import TEST_ACCURACY, Capabilities, Role, Tag, param_column, tag_column, timestep_metric
 from harness.errors import HarnessInputError
-from harness.methods import METHODS
 from harness.tracking import absolute_tracking_uri
 
 SWEEP_HINT = "`harness sweep --space FILE` creates it"
-METHOD_ORDER = ("kd", "direct", "conversion")  # KD first, then its baselines; other methods after
 
 
 @dataclass(frozen=True)
@@ -49,27 +51,43 @@ class ExperimentRuns:
             return frame[name]
         return pd.Series([None] * len(frame), index=frame.index, dtype=object)
 
-    def with_role(self, role: str) -> pd.DataFrame:
+    def tag(self, tag: Tag, frame: pd.DataFrame | None = None) -> pd.Series:
+        """A tag's column of `frame` (default: all runs)."""
+        return self.column(tag_column(tag), frame)
+
+    def with_role(self, role: Role) -> pd.DataFrame:
         """Runs tagged `harness.role=role`."""
-        return self.runs[self.column("tags.harness.role") == role]
+        return self.runs[self.tag(Tag.ROLE) == role]
 
     @cached_property
     def finals(self) -> pd.DataFrame:
         """FINISHED runs of the final stage (`harness.role=final`)."""
-        finals = self.with_role("final")
+        finals = self.with_role(Role.FINAL)
         return finals[finals["status"] == "FINISHED"]
 
     @cached_property
     def trials(self) -> pd.DataFrame:
         """Search trial runs (`harness.role=trial`) of any status."""
-        return self.with_role("trial")
+        return self.with_role(Role.TRIAL)
+
+    @cached_property
+    def sweep_order(self) -> list[str]:
+        """The methods in the order of the sweep's `methods:` (its parent run's `harness.methods`)."""
+        listed = self.tag(Tag.METHODS, self.with_role(Role.SWEEP)).dropna()
+        return [name for name in str(listed.iloc[0]).split(",") if name] if len(listed) else []
 
     @cached_property
     def methods(self) -> list[str]:
-        """Every method with a trial or final run, KD first."""
-        names = set(self.column("tags.harness.method", self.trials).dropna())
-        names |= set(self.column("tags.harness.method", self.finals).dropna())
-        return sorted(names, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
+        """Every method with a trial or final run, in the sweep's order (others after, by name)."""
+        names = set(self.tag(Tag.METHOD, self.trials).dropna()) | set(self.tag(Tag.METHOD, self.finals).dropna())
+        order = self.sweep_order
+        return sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+    def capabilities(self, method: str) -> Capabilities:
+        """What `method` declared about itself, as its runs recorded it (tag `harness.capabilities`)."""
+        runs = self.runs[self.tag(Tag.METHOD) == method]
+        recorded = self.tag(Tag.CAPABILITIES, runs).dropna()
+        return Capabilities.from_tag(str(recorded.iloc[0]) if len(recorded) else None)
 
     @cached_property
     def settings(self) -> EvalSettings:
@@ -78,29 +96,29 @@ class ExperimentRuns:
         noise = json.loads(_param(first, "eval.noise", "{}"))
         return EvalSettings(
             dataset=_param(first, "dataset.name", "?"),
-            reference_time_steps=int(first["params.eval.reference_time_steps"]),
-            time_steps=tuple(sorted(int(t) for t in json.loads(first["params.eval.time_steps"]))),
+            reference_time_steps=int(first[param_column("eval.reference_time_steps")]),
+            time_steps=tuple(sorted(int(t) for t in json.loads(first[param_column("eval.time_steps")]))),
             noise={kind: tuple(float(level) for level in levels) for kind, levels in noise.items()},
         )
 
     def finals_of(self, method: str) -> pd.DataFrame:
         """Final runs of `method`."""
-        return self.finals[self.column("tags.harness.method", self.finals) == method]
+        return self.finals[self.tag(Tag.METHOD, self.finals) == method]
 
     def trials_of(self, method: str) -> pd.DataFrame:
         """Search trial runs of `method`."""
-        return self.trials[self.column("tags.harness.method", self.trials) == method]
+        return self.trials[self.tag(Tag.METHOD, self.trials) == method]
 
     def finals_at(self, method: str, time_steps: int) -> pd.DataFrame:
         """Final runs of `method` that measure it at T = `time_steps`.
 
-        Methods that train at a T (KD, direct) have one final run per seed and T; the rest
-        (conversion) run once at the reference T and read every T off that run.
+        A method that trains at a T (`Capabilities.trains_at_time_steps`: KD, direct) has one
+        final run per seed and T; any other (conversion) runs once at the reference T.
         """
         finals = self.finals_of(method)
-        if not trains_per_time_step(method):
+        if not self.capabilities(method).trains_at_time_steps:
             return finals if time_steps == self.settings.reference_time_steps else finals.iloc[0:0]
-        trained = pd.to_numeric(self.column("params.snn.time_steps", finals), errors="coerce")
+        trained = pd.to_numeric(self.column(param_column("snn.time_steps"), finals), errors="coerce")
         return finals[trained == time_steps]
 
     def at_time_steps(self, method: str, time_steps: int) -> tuple[pd.DataFrame, str]:
@@ -111,14 +129,15 @@ class ExperimentRuns:
         is causal and starts from rest, so one run at T_max gives the whole curve). Conversion
         always reads its curve off one run.
         """
-        trained = self.finals_at(method, time_steps) if trains_per_time_step(method) else self.finals.iloc[0:0]
+        trained_here = self.capabilities(method).trains_at_time_steps
+        trained = self.finals_at(method, time_steps) if trained_here else self.finals.iloc[0:0]
         if not trained.empty:
-            return trained, "test_accuracy"
-        return self.finals_at(method, self.settings.reference_time_steps), f"timestep/{time_steps}"
+            return trained, TEST_ACCURACY
+        return self.finals_at(method, self.settings.reference_time_steps), timestep_metric(time_steps)
 
     def seeds(self) -> list[int]:
         """The seeds of the final runs."""
-        return sorted({int(seed) for seed in self.column("params.seed", self.finals).dropna()})
+        return sorted({int(seed) for seed in self.column(param_column("seed"), self.finals).dropna()})
 
     def gaps(self) -> list[str]:
         """What this experiment lacks for a complete report, one sentence each (empty when complete)."""
@@ -135,7 +154,7 @@ class ExperimentRuns:
                 continue
             if self.finals_at(method, reference).empty:
                 gaps.append(f"`{method}` has no finished final run at the reference T = {reference}.")
-        finals = self.with_role("final")
+        finals = self.with_role(Role.FINAL)
         unfinished = finals[finals["status"] != "FINISHED"]
         if len(unfinished):
             statuses = ", ".join(f"{n} {status}" for status, n in unfinished["status"].value_counts().items())
@@ -149,25 +168,17 @@ class ExperimentRuns:
         differ between the method's trials.
         """
         trials = self.trials_of(method)
-        tagged = self.column("tags.harness.searched", trials).dropna()
+        tagged = self.tag(Tag.SEARCHED, trials).dropna()
         if len(tagged):
             return [key for key in str(tagged.iloc[0]).split(",") if key]
-        params = [c for c in trials.columns if c.startswith("params.") and c != "params.seed"]
+        params = [c for c in trials.columns if c.startswith("params.") and c != param_column("seed")]
         return [c.removeprefix("params.") for c in params if trials[c].dropna().nunique() > 1]
 
 
 def _param(run: pd.Series, key: str, default: str) -> str:
     """A run's param (a string), or `default` where the run did not log it."""
-    value = run.get(f"params.{key}")
+    value = run.get(param_column(key))
     return default if value is None or pd.isna(value) else str(value)
-
-
-def trains_per_time_step(method: str) -> bool:
-    """Whether the final stage trains `method` once per T (spiking students) or reads every T
-    off one run (conversion): the same rule as the sweep's final stage."""
-    if method not in METHODS.names():  # a method this installation does not know: assume a spiking student
-        return True
-    return "snn" in METHODS.get(method).sections
 
 
 def load_experiment(tracking_uri: str | None, experiment: str) -> ExperimentRuns:
@@ -211,12 +222,12 @@ def _check_complete(loaded: ExperimentRuns) -> None:
             "run `harness sweep --space FILE` (or `harness sweep --space FILE --resume` after an interruption)"
         )
     if loaded.finals.empty:
-        finals = loaded.with_role("final")
+        finals = loaded.with_role(Role.FINAL)
         raise HarnessInputError(
             f"--experiment: {where} has no finished final-stage runs (tag harness.role=final; "
             f"{_status_counts(finals)}); `harness sweep --space FILE` with search.final_repeats >= 1 produces them"
         )
-    required = ("params.eval.reference_time_steps", "params.eval.time_steps")
+    required = (param_column("eval.reference_time_steps"), param_column("eval.time_steps"))
     missing = [name.removeprefix("params.") for name in required if name not in loaded.finals.columns]
     if missing:
         raise HarnessInputError(

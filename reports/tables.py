@@ -10,60 +10,70 @@ import math
 
 import pandas as pd
 
+from harness import contract
+from harness.contract import Tag, metric_column, param_column, parse_noise_metric
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table, fixed, significant
 from reports.stats import compare
 
 TEACHER = "teacher (ANN)"
 NOT_LOGGED = "not logged"
+SEED = param_column("seed")
 
 
 def metric_stat(frame: pd.DataFrame, metric: str) -> Stat | None:
     """Mean ± std of `metrics.<metric>` over the runs of `frame` (None when none logged it)."""
-    column = f"metrics.{metric}"
+    column = metric_column(metric)
     return Stat.of(frame[column].dropna()) if column in frame.columns else None
 
 
 def per_seed(frame: pd.DataFrame, metric: str) -> dict[int, float]:
     """`metric` per seed (runs of the same seed averaged), for the runs that logged it."""
-    column = f"metrics.{metric}"
+    column = metric_column(metric)
     if column not in frame.columns:
         return {}
-    values = frame[["params.seed", column]].dropna()
-    return {int(seed): float(value) for seed, value in values.groupby("params.seed")[column].mean().items()}
+    values = frame[[SEED, column]].dropna()
+    return {int(seed): float(value) for seed, value in values.groupby(SEED)[column].mean().items()}
 
 
 def noise_metrics(exp: ExperimentRuns) -> list[str]:
     """Every `noise/<type>/<level>` metric of the final runs, by the space's type order, then level."""
-    names = [c.removeprefix("metrics.") for c in exp.finals.columns if c.startswith("metrics.noise/")]
+    prefix = metric_column(contract.NOISE)
+    names = [c.removeprefix("metrics.") for c in exp.finals.columns if c.startswith(prefix)]
     order = list(exp.settings.noise)
 
     def key(name: str) -> tuple[int, str, float]:
-        _, kind, level = name.split("/", 2)
-        return (order.index(kind) if kind in order else len(order), kind, float(level))
+        kind, level = parse_noise_metric(name)
+        return (order.index(kind) if kind in order else len(order), kind, level)
 
     return sorted(names, key=key)
 
 
 def noise_label(metric: str) -> str:
     """`noise/gaussian/0.1` -> `gaussian 0.1`."""
-    _, kind, level = metric.split("/", 2)
-    return f"{kind} {float(level):g}"
+    kind, level = parse_noise_metric(metric)
+    return f"{kind} {level:g}"
+
+
+def renamed(metric: str, prefix: str) -> str:
+    """The same noise measurement under another prefix: `noise/gaussian/0.1` -> `ann_noise/gaussian/0.1`."""
+    return contract.noise_metric(*parse_noise_metric(metric), prefix)
 
 
 def teacher_runs(exp: ExperimentRuns) -> pd.DataFrame:
-    """The final runs at the reference T that logged their teacher, one per distinct teacher.
-
-    A teacher is identified by its seed: `teacher.seed` where fixed, else the trial's seed.
-    """
+    """The final runs at the reference T that logged their teacher, one per distinct teacher
+    (the tag `harness.teacher`, the teacher's cache key)."""
     reference = exp.settings.reference_time_steps
-    runs = pd.concat([exp.finals_at(method, reference) for method in exp.methods])
-    if "metrics.teacher_test_accuracy" not in runs.columns:
+    needing = [m for m in exp.methods if exp.capabilities(m).needs_teacher]
+    if not needing:
+        return exp.finals.iloc[0:0]
+    runs = pd.concat([exp.finals_at(method, reference) for method in needing])
+    column = metric_column(contract.TEACHER_TEST_ACCURACY)
+    if column not in runs.columns:
         return runs.iloc[0:0]
-    runs = runs[runs["metrics.teacher_test_accuracy"].notna()]
-    fixed_seed = exp.column("params.teacher.seed", runs)
-    teacher_seed = fixed_seed.where(fixed_seed.notna() & (fixed_seed != "None"), runs["params.seed"])
-    return runs[~teacher_seed.duplicated()]
+    runs = runs[runs[column].notna()]
+    teacher = exp.tag(Tag.TEACHER, runs)
+    return runs[teacher.notna() & ~teacher.duplicated()]
 
 
 def _scope(exp: ExperimentRuns) -> str:
@@ -78,42 +88,44 @@ def _scope(exp: ExperimentRuns) -> str:
 def noise_table(exp: ExperimentRuns) -> Table:
     """Accuracy versus noise: the teacher and each method at the reference T, clean and every noise column."""
     reference = exp.settings.reference_time_steps
-    metrics = ["test_accuracy", *noise_metrics(exp)]
+    noise = noise_metrics(exp)
+    metrics = [contract.TEST_ACCURACY, *noise]
     teacher = teacher_runs(exp)
-    teacher_noise = [metric_stat(teacher, f"teacher_{m}") for m in metrics[1:]]
+    teacher_noise = [metric_stat(teacher, renamed(m, contract.TEACHER_NOISE)) for m in noise]
     rows: list[tuple[str, tuple[Cell, ...]]] = []
     notes = []
     if not teacher.empty:
-        rows.append((TEACHER, (metric_stat(teacher, "teacher_test_accuracy"), *teacher_noise)))
-        if metrics[1:] and all(cell is None for cell in teacher_noise):
+        rows.append((TEACHER, (metric_stat(teacher, contract.TEACHER_TEST_ACCURACY), *teacher_noise)))
+        if noise and all(cell is None for cell in teacher_noise):
             notes.append(
                 f"The teacher's accuracy under noise is not logged: its row shows clean accuracy only ({DASH})."
             )
-    ann_rows = []
     for method in exp.methods:
         runs = exp.finals_at(method, reference)
-        if not runs.empty:
-            rows.append((method, tuple(metric_stat(runs, m) for m in metrics)))
-        ann = metric_stat(runs, "ann_test_accuracy")  # a method that trains an ANN first (conversion)
-        if ann is not None:
-            ann_rows.append(f"`{method} (ANN)`")
-            rows.append((f"{method} (ANN)", (ann, *(metric_stat(runs, f"ann_{m}") for m in metrics[1:]))))
-    if ann_rows:
-        notes.append(
-            f"{', '.join(ann_rows)}: the ANN each run trained before converting it, on the same images, "
-            "which separates what conversion loses from what the ANN lacks."
-        )
+        if runs.empty:
+            continue
+        rows.append((method, tuple(metric_stat(runs, m) for m in metrics)))
+        for extra in exp.capabilities(method).report_rows:  # what the method declared (conversion's ANN)
+            cells = (
+                metric_stat(runs, extra.clean_metric),
+                *(metric_stat(runs, renamed(m, extra.noise_prefix)) for m in noise),
+            )
+            if any(cell is not None for cell in cells):
+                rows.append((f"{method} ({extra.label})", cells))
+                if extra.note:
+                    notes.append(f"`{method} ({extra.label})`: {extra.note}.")
     return Table(
         key="accuracy_vs_noise",
         title=f"Test accuracy under input noise at T = {reference}",
         description=(
             f"Test accuracy (fraction) on the clean test set and on corrupted copies of it (noise type and level; "
             f"every method sees the same corrupted images), for every method at the reference T = {reference} "
-            f"(KD and direct: the final runs trained at T = {reference}; conversion evaluated at T = {reference})"
+            f"(methods that train at a T: the final runs trained at T = {reference}; the others evaluated at "
+            f"T = {reference})"
             f"{'' if teacher.empty else ', and for the ANN teacher'}. {_scope(exp)}"
         ),
         row_header="model",
-        columns=tuple(Column("clean" if m == "test_accuracy" else noise_label(m), "higher") for m in metrics),
+        columns=tuple(Column("clean" if m == contract.TEST_ACCURACY else noise_label(m), "higher") for m in metrics),
         rows=tuple(rows),
         notes=tuple(notes),
     )
@@ -130,7 +142,7 @@ def time_step_table(exp: ExperimentRuns) -> Table:
             runs, metric = exp.at_time_steps(method, t)
             cells.append(metric_stat(runs, metric))
             if cells[-1] is not None:
-                (trained if metric == "test_accuracy" else read_off).add(f"{method} at T={t}")
+                (trained if metric == contract.TEST_ACCURACY else read_off).add(f"{method} at T={t}")
         if any(cell is not None for cell in cells):
             rows.append((method, tuple(cells)))
     return Table(
@@ -154,20 +166,20 @@ def time_step_table(exp: ExperimentRuns) -> Table:
 
 
 EFFICIENCY_COLUMNS = (
-    ("params", Column("params", "lower", significant)),
-    ("firing_rate", Column("firing rate", "lower", fixed(4))),
-    ("acs", Column("ACs", "lower", significant)),
-    ("macs", Column("MACs", "lower", significant)),
-    ("synops", Column("SynOps", "lower", significant)),
-    ("energy_uj", Column("energy (µJ)", "lower", significant)),
-    ("test_accuracy", Column("accuracy", "higher")),
+    (contract.PARAMS, Column("params", "lower", significant)),
+    (contract.FIRING_RATE, Column("firing rate", "lower", fixed(4))),
+    (contract.ACS, Column("ACs", "lower", significant)),
+    (contract.MACS, Column("MACs", "lower", significant)),
+    (contract.SYNOPS, Column("SynOps", "lower", significant)),
+    (contract.ENERGY_UJ, Column("energy (µJ)", "lower", significant)),
+    (contract.TEST_ACCURACY, Column("accuracy", "higher")),
 )
 TEACHER_EFFICIENCY = {  # the teacher's metric per column (an ANN: no spikes, every op a MAC)
-    "params": "teacher_params",
-    "macs": "teacher_macs",
-    "synops": "teacher_macs",
-    "energy_uj": "teacher_energy_uj",
-    "test_accuracy": "teacher_test_accuracy",
+    contract.PARAMS: contract.TEACHER_PARAMS,
+    contract.MACS: contract.TEACHER_MACS,
+    contract.SYNOPS: contract.TEACHER_MACS,
+    contract.ENERGY_UJ: contract.TEACHER_ENERGY_UJ,
+    contract.TEST_ACCURACY: contract.TEACHER_TEST_ACCURACY,
 }
 
 
@@ -208,35 +220,17 @@ def _teacher_efficiency(teacher: pd.DataFrame, key: str) -> Cell:
     return metric_stat(teacher, TEACHER_EFFICIENCY[key]) or NOT_LOGGED
 
 
-def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The trial whose configuration the final stage retrained: the one the sweep tagged
-    `harness.best=true`; else the finished trial with the best final `val_accuracy`, complete
-    trials (not pruned) first (the sweep's rule).
-    """
-    if "tags.harness.best" in trials.columns:
-        tagged = trials[trials["tags.harness.best"] == "true"]
-        if not tagged.empty:
-            return tagged.iloc[0]
-    finished = trials[trials["status"] == "FINISHED"]
-    if "metrics.val_accuracy" not in finished.columns:
-        return None
-    finished = finished[finished["metrics.val_accuracy"].notna()]
-    if finished.empty:
-        return None
-    complete = (
-        finished["metrics.test_accuracy"].notna()
-        if "metrics.test_accuracy" in finished.columns
-        else pd.Series(False, index=finished.index)
-    )
-    ranked = finished.assign(_complete=complete).sort_values(
-        ["_complete", "metrics.val_accuracy"], ascending=False, kind="stable"
-    )
-    return ranked.iloc[0]
+def best_trial(exp: ExperimentRuns, method: str) -> pd.Series | None:
+    """The trial of `method` whose configuration the final stage retrained: the one the sweep
+    tagged `harness.best=true` (the searcher's choice; the report does not choose again)."""
+    trials = exp.trials_of(method)
+    tagged = trials[exp.tag(Tag.BEST, trials) == contract.TRUE]
+    return None if tagged.empty else tagged.iloc[0]
 
 
 def config_text(run: pd.Series, dims: list[str]) -> str:
     """`student.width=8, kd.alpha=0.527`: the searched values of one run."""
-    return ", ".join(f"{dim}={_short(run.get(f'params.{dim}'))}" for dim in dims) or "(nothing searched)"
+    return ", ".join(f"{dim}={_short(run.get(param_column(dim)))}" for dim in dims) or "(nothing searched)"
 
 
 def _short(value: object) -> str:
@@ -250,8 +244,9 @@ def _short(value: object) -> str:
 def run_seconds(runs: pd.DataFrame) -> float:
     """Compute time of `runs`: `train_seconds` where logged, else the run's wall time."""
     wall = (runs["end_time"] - runs["start_time"]).dt.total_seconds()
-    if "metrics.train_seconds" in runs.columns:
-        wall = runs["metrics.train_seconds"].fillna(wall)
+    column = metric_column(contract.TRAIN_SECONDS)
+    if column in runs.columns:
+        wall = runs[column].fillna(wall)
     return float(wall.fillna(0).sum())
 
 
@@ -260,15 +255,15 @@ def search_table(exp: ExperimentRuns) -> Table:
     rows = []
     for method in exp.methods:
         trials = exp.trials_of(method)
-        best = best_trial(trials)
-        pruned = exp.column("tags.harness.pruned", trials) == "true"
+        best = best_trial(exp, method)
+        pruned = exp.tag(Tag.PRUNED, trials) == contract.TRUE
         finals = exp.finals_of(method)
         cells: tuple[Cell, ...] = (
             str(len(trials)),
             str(int(pruned.sum())),
             str(int((trials["status"] == "FAILED").sum())),
             DASH if best is None else config_text(best, exp.searched_dims(method)),
-            None if best is None else Stat(float(best["metrics.val_accuracy"]), math.nan, 1),
+            None if best is None else Stat(float(best[metric_column(contract.VAL_ACCURACY)]), math.nan, 1),
             f"{run_seconds(trials):.0f}",
             str(len(finals)),
             f"{run_seconds(finals):.0f}",
@@ -300,10 +295,12 @@ def search_table(exp: ExperimentRuns) -> Table:
     )
 
 
-def significance_table(exp: ExperimentRuns, reference: str = "kd") -> Table:
-    """KD minus each baseline at the reference T, for clean accuracy and every noise column."""
+def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Table:
+    """`reference` (default: the sweep's first method, KD in the shipped spaces) minus each other
+    method at the reference T, for clean accuracy and every noise column."""
+    reference = reference or exp.methods[0]
     ref_t = exp.settings.reference_time_steps
-    metrics = ["test_accuracy", *noise_metrics(exp)]
+    metrics = [contract.TEST_ACCURACY, *noise_metrics(exp)]
     kd_runs = exp.finals_at(reference, ref_t)
     rows = []
     for baseline in [m for m in exp.methods if m != reference]:
@@ -343,7 +340,7 @@ def _significance_cells(metric: str, a: dict[int, float], b: dict[int, float]) -
     result = compare(a, b)
     interval = DASH if result.low is None else f"[{result.low:+.4f}, {result.high:+.4f}]"
     return (
-        "clean" if metric == "test_accuracy" else noise_label(metric),
+        "clean" if metric == contract.TEST_ACCURACY else noise_label(metric),
         Stat.of(a.values()),
         Stat.of(b.values()),
         f"{result.difference:+.4f}",
@@ -353,6 +350,12 @@ def _significance_cells(metric: str, a: dict[int, float], b: dict[int, float]) -
     )
 
 
-def all_tables(exp: ExperimentRuns) -> list[Table]:
-    """The five tables in reading order."""
-    return [noise_table(exp), time_step_table(exp), efficiency_table(exp), search_table(exp), significance_table(exp)]
+def all_tables(exp: ExperimentRuns, reference: str | None = None) -> list[Table]:
+    """The five tables in reading order; the significance table compares `reference` with the rest."""
+    return [
+        noise_table(exp),
+        time_step_table(exp),
+        efficiency_table(exp),
+        search_table(exp),
+        significance_table(exp, reference),
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.config import TrialConfig, unflatten
+from harness.config import TrialConfig, trial_config
 
 # Small enough that a whole trial (teacher included) takes a few seconds on 2 cores.
 TINY: dict[str, Any] = {
@@ -37,6 +37,85 @@ TINY: dict[str, Any] = {
 }
 
 
+def write_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> Path:
+    """Installs distribution `name` into the folder `site` as pip would: its modules and a
+    `<name>-0.1.dist-info` with `METADATA` and `entry_points.txt` (groups without the
+    `snn_kd_harness.` prefix, e.g. `{"methods": {"nan_test": "mod:Cls"}}`). Returns `site`."""
+    site.mkdir(parents=True, exist_ok=True)
+    for filename, source in modules.items():
+        (site / filename).write_text(source)
+    info = site / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    groups = [
+        f"[snn_kd_harness.{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
+        for group, eps in entry_points.items()
+    ]
+    (info / "entry_points.txt").write_text("\n".join(groups))
+    return site
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """`install_plugin(name, entry_points, modules)`: a real distribution on this process's path
+    (and, through PYTHONPATH, on a subprocess's: pass `plugin_env(site)`), found by entry points;
+    removed again after the test."""
+    import importlib
+
+    from harness import registry
+
+    site = tmp_path / "site-packages"
+    added: list[str] = []
+
+    def install(name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> Path:
+        write_distribution(site, name, entry_points, modules)
+        if str(site) not in sys.path:
+            sys.path.insert(0, str(site))
+            added.append(str(site))
+        importlib.invalidate_caches()
+        registry.refresh()
+        return site
+
+    yield install
+    for path in added:
+        sys.path.remove(path)
+    for module in [m for m, mod in sys.modules.items() if str(site) in str(getattr(mod, "__file__", "") or "")]:
+        del sys.modules[module]
+    importlib.invalidate_caches()
+    registry.refresh()
+
+
+NAN_METHOD = '''
+import torch
+from harness.methods.student import StudentMethod
+
+
+class NaNMethod(StudentMethod):
+    """Direct training whose loss turns NaN on the third batch."""
+
+    calls = 0
+
+    def loss(self, images, labels):
+        NaNMethod.calls += 1
+        out = self.student(images, self.ctx.config.snn.time_steps).mean(0)
+        loss = torch.nn.functional.cross_entropy(out, labels)
+        return loss * float("nan") if NaNMethod.calls >= 3 else loss
+'''
+
+
+@pytest.fixture
+def nan_method(install_plugin) -> str:
+    """A method `nan_test`, from an installed test distribution, whose loss turns NaN on the third batch."""
+    install_plugin("nan-method", {"methods": {"nan_test": "nan_method:NaNMethod"}}, {"nan_method.py": NAN_METHOD})
+    return "nan_test"
+
+
+def plugin_env(site: Path) -> dict[str, str]:
+    """The environment of a subprocess (and the Ray workers it starts) that sees the plugins in `site`."""
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads() -> None:
     torch.set_num_threads(2)
@@ -47,7 +126,7 @@ def make_config() -> Callable[..., TrialConfig]:
     """`make_config(method="kd", **{"snn.time_steps": 4})`: TINY plus dotted overrides."""
 
     def make(method: str = "kd", **overrides: Any) -> TrialConfig:
-        return TrialConfig.model_validate(unflatten({**TINY, "method": method, **overrides}))
+        return trial_config({**TINY, "method": method, **overrides})
 
     return make
 
@@ -75,8 +154,10 @@ def tiny_space(tmp_path: Path) -> Path:
     return path
 
 
-def _run_harness(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _run_harness(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = env or {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "harness.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, check=False, timeout=timeout)
 
@@ -121,7 +202,8 @@ def ray_2_cpus():
 @pytest.fixture(scope="session")
 def smoke_sweep(ray_2_cpus, tmp_path_factory):
     """One real sweep of search_spaces/smoke.yaml for the session: (plan, options, summary)."""
-    from harness.sweep import SweepOptions, plan_sweep, run_sweep
+    from harness.sweep.plan import plan_sweep
+    from harness.sweep.run import SweepOptions, run_sweep
 
     folder = tmp_path_factory.mktemp("sweep")
     options = SweepOptions(

@@ -7,14 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from torch import Tensor
 
 from harness.cli import main
-from harness.methods import METHODS, register_method
-from harness.methods.student import StudentMethod
 
 
 @pytest.fixture
@@ -118,22 +114,8 @@ def test_bad_space_file_names_the_file(workdir: Path, capsys, text: str, expecte
     assert not (workdir / "mlflow.db").exists()
 
 
-@pytest.fixture
-def nan_after_one_batch():
-    @register_method("nan_cli_test")
-    class NaNMethod(StudentMethod):
-        def loss(self, images: Tensor, labels: Tensor) -> Tensor:
-            out = self.student(images, self.ctx.config.snn.time_steps).mean(0)
-            return torch.nn.functional.cross_entropy(out, labels) * float("nan")
-
-    yield "nan_cli_test"
-    del METHODS._entries["nan_cli_test"]
-
-
-def test_nan_trial_is_marked_failed_with_its_reason(
-    workdir: Path, tiny_space: Path, nan_after_one_batch: str, capsys
-) -> None:
-    code = main(["train", "--space", str(tiny_space), "--method", nan_after_one_batch, "--tracking-uri", "runs.db"])
+def test_nan_trial_is_marked_failed_with_its_reason(workdir: Path, tiny_space: Path, nan_method: str, capsys) -> None:
+    code = main(["train", "--space", str(tiny_space), "--method", nan_method, "--tracking-uri", "runs.db"])
     assert code == 1
     assert "loss became NaN" in capsys.readouterr().err
     _, runs = _runs(workdir / "runs.db")

@@ -59,7 +59,7 @@ def test_the_teachers_noise_accuracy_is_computed_once_per_noise_and_cached(make_
     data = ctx.data
     direct = noise_accuracies(
         record.model, data.test_x, data.test_y, {"gaussian": [0.1]}, prefix="teacher_noise/",
-        time_steps=1, normalize=data.normalize, batch_size=config.train.eval_batch_size,
+        time_steps=1, batch_size=config.train.eval_batch_size,
     )  # fmt: skip
     assert first == direct
     cache = record.path.parent / NOISE_FILE

@@ -6,12 +6,8 @@ import copy
 from pathlib import Path
 
 import pytest
-import torch
-from torch import Tensor
 
 from harness.errors import TrialFailed
-from harness.methods import METHODS, register_method
-from harness.methods.student import StudentMethod
 from harness.trial import train
 
 CHANCE = 0.1
@@ -75,24 +71,6 @@ def test_same_seed_same_result(make_config, teacher_cache: Path) -> None:
     second = train(config, teacher_cache=teacher_cache, log=lambda _: None)
     first.pop("train_seconds"), second.pop("train_seconds")
     assert first == second
-
-
-@pytest.fixture
-def nan_method():
-    @register_method("nan_test")
-    class NaNMethod(StudentMethod):
-        """Direct training whose loss turns NaN on the third batch."""
-
-        calls = 0
-
-        def loss(self, images: Tensor, labels: Tensor) -> Tensor:
-            NaNMethod.calls += 1
-            out = self.student(images, self.ctx.config.snn.time_steps).mean(0)
-            loss = torch.nn.functional.cross_entropy(out, labels)
-            return loss * float("nan") if NaNMethod.calls >= 3 else loss
-
-    yield "nan_test"
-    del METHODS._entries["nan_test"]
 
 
 def test_nan_loss_stops_the_trial(nan_method: str, make_config, teacher_cache: Path) -> None:

@@ -30,33 +30,37 @@ Caching:
     read-only and every `load_dataset` call returns fresh tensors, so callers cannot
     corrupt the cache.
 
-Adding a dataset is one `DATASETS.register("name")` of a `DatasetEntry` whose `load`
-returns `RawArrays` (uint8 images plus the divisor that maps them to `[0, 1]`).
+Adding a dataset is one entry point in the group `snn_kd_harness.datasets` naming a
+`DatasetEntry` whose `load` returns `RawArrays` (uint8 images plus the divisor that maps them to
+`[0, 1]`); the built-ins register the same way. The settings (`val_fraction`, `split_seed`) are
+validated by `harness.config.DatasetConfig`, their one home.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
+from harness.config import DatasetConfig, describe_error
 from harness.errors import HarnessInputError
-from harness.registry import Registry
+from harness.registry import DATASETS
 
 __all__ = [
-    "DATASETS",
     "DataSplits",
     "DatasetEntry",
     "RawArrays",
     "SHIPPED_TEST_FRACTION",
     "check_dataset",
+    "check_dataset_entry",
     "list_datasets",
     "load_dataset",
 ]
@@ -76,7 +80,7 @@ class DataSplits:
         train_x: float32 images `[N, C, H, W]` in `[0, 1]`; likewise `val_x`, `test_x`.
         train_y: int64 labels `[N]` in `[0, num_classes)`; likewise `val_y`, `test_y`.
         num_classes: Number of classes.
-        mean: Per-channel mean of `train_x`.
+        mean: Per-channel mean of `train_x` (the direct encoding normalises with it).
         std: Per-channel (population) standard deviation of `train_x`.
     """
 
@@ -100,19 +104,6 @@ class DataSplits:
     def image_size(self) -> int:
         """Image height H (images are square)."""
         return int(self.train_x.shape[2])
-
-    def normalize(self, x: Tensor) -> Tensor:
-        """Returns `(x - mean) / std`, broadcasting per channel over `[..., C, H, W]`.
-
-        Args:
-            x: Images whose third-from-last dimension is the channel, on any device.
-
-        Returns:
-            A new tensor on `x`'s device with `x`'s dtype.
-        """
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return (x - mean) / std
 
     def to(self, device: str | torch.device) -> DataSplits:
         """Returns a copy with all tensors moved to `device`."""
@@ -163,7 +154,10 @@ class DatasetEntry:
     needs_root: bool
 
 
-DATASETS: Registry[DatasetEntry] = Registry("dataset")
+def check_dataset_entry(name: str, entry: Any) -> None:
+    """`DATASETS`' check: a `DatasetEntry`."""
+    if not isinstance(entry, DatasetEntry):
+        raise TypeError(f"expected a harness.data.DatasetEntry, got {entry!r}")
 
 
 def list_datasets() -> list[str]:
@@ -202,24 +196,6 @@ def _cached_raw(name: str, root: str | None) -> RawArrays:
         if array is not None:
             array.flags.writeable = False
     return raw
-
-
-def _check_val_fraction(val_fraction: float) -> float:
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, numbers.Real)
-        or not 0.0 < float(val_fraction) <= 0.5
-    ):
-        raise HarnessInputError(f"dataset.val_fraction must be a number in (0, 0.5], got {val_fraction!r}")
-    return float(val_fraction)
-
-
-def _check_split_seed(split_seed: int) -> int:
-    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral):
-        raise HarnessInputError(f"dataset.split_seed must be an integer, got {split_seed!r}")
-    if not 0 <= int(split_seed) < 2**32:
-        raise HarnessInputError(f"dataset.split_seed must be in [0, 2**32), got {split_seed!r}")
-    return int(split_seed)
 
 
 def _stratified_split(
@@ -310,9 +286,19 @@ def load_dataset(
         HarnessInputError: Unknown name, bad `val_fraction` / `split_seed`, missing root or
             files, or files torchvision cannot read.
     """
+    try:
+        config = DatasetConfig(
+            name=name,
+            root=None if root is None else os.fspath(root),
+            download=download,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+        )
+    except ValidationError as exc:
+        key, message = describe_error(exc.errors()[0])
+        raise HarnessInputError(f"dataset.{key}: {message}") from None
+    val_fraction, split_seed = config.val_fraction, config.split_seed
     entry = DATASETS.get(name)
-    val_fraction = _check_val_fraction(val_fraction)
-    split_seed = _check_split_seed(split_seed)
     root_key = _normalise_root(entry, root)
     entry.check(root_key, bool(download))
     if download:
@@ -349,7 +335,3 @@ def load_dataset(
         std=std,
     )
     return splits if torch.device(device) == torch.device("cpu") else splits.to(device)
-
-
-# The entry modules register themselves with DATASETS on import; they need the names above.
-from harness.data import shipped, torchvision_sets  # noqa: E402, F401

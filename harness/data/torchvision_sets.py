@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.data import DATASETS, DatasetEntry, RawArrays
+from harness.data import DatasetEntry, RawArrays
 from harness.errors import HarnessInputError
 
 # Errors torchvision raises for missing, partial or corrupted files (and failed downloads:
@@ -130,19 +130,18 @@ def _make_load(name: str, class_name: str, hwc: bool, num_classes: int) -> Any:
     return load
 
 
-# name: (torchvision class, layout under root for messages, images stored HWC, classes)
-_SPECS = {
-    "mnist": ("MNIST", "MNIST/raw", False, 10),
-    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw", False, 10),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", True, 10),
-    "cifar100": ("CIFAR100", "cifar-100-python", True, 100),
-}
-
-for _name, (_class_name, _layout, _hwc, _num_classes) in _SPECS.items():
-    DATASETS.register(_name)(
-        DatasetEntry(
-            load=_make_load(_name, _class_name, _hwc, _num_classes),
-            check=_make_check(_name, _class_name, _layout),
-            needs_root=True,
-        )
+def _entry(name: str, class_name: str, layout: str, hwc: bool, num_classes: int) -> DatasetEntry:
+    """`class_name`'s entry; `layout` (the folder under the root) is for messages, `hwc` says
+    whether images are stored [N, H, W, C]."""
+    return DatasetEntry(
+        load=_make_load(name, class_name, hwc, num_classes),
+        check=_make_check(name, class_name, layout),
+        needs_root=True,
     )
+
+
+# Registered in pyproject.toml (entry-point group snn_kd_harness.datasets).
+MNIST = _entry("mnist", "MNIST", "MNIST/raw", False, 10)
+FASHION_MNIST = _entry("fashion-mnist", "FashionMNIST", "FashionMNIST/raw", False, 10)
+CIFAR10 = _entry("cifar10", "CIFAR10", "cifar-10-batches-py", True, 10)
+CIFAR100 = _entry("cifar100", "CIFAR100", "cifar-100-python", True, 100)

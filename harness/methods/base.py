@@ -1,7 +1,21 @@
-"""The interface every way of producing an SNN implements (KD, direct training, conversion)."""
+"""The interface every way of producing an SNN implements (KD, direct training, conversion, a plugin's).
+
+A method is a `Method` subclass registered under the entry-point group `snn_kd_harness.methods`;
+the entry point's name is the name used in YAML (`methods: [kd]`). It describes itself:
+
+- `options`: its own config section, a `harness.config.Section` subclass whose keys all have
+  defaults. The section is named after the method (`kd.*` for `kd`), validated, overridable with
+  `--set` and searchable in `space:` like every built-in key. None: the method takes none.
+- `reads`: the core sections it reads beyond `harness.config.ALWAYS_READ` (`snn`, `teacher`);
+  a sweep samples only the dims of the sections a method reads, and a run logs only those params.
+- `capabilities` (`harness.contract.Capabilities`): whether it needs a teacher, trains at a T,
+  reads its time-step curve off one run, and which extra rows it adds to reports. The sweep
+  and the reports act on these, never on names.
+"""
 
 from __future__ import annotations
 
+import keyword
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,9 +24,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.config import ModelConfig, TrialConfig
+from harness.config import ALWAYS_READ, ModelArgs, Section, TrialConfig, core_sections
+from harness.contract import Capabilities
 from harness.data import DataSplits
-from harness.models import ActivationFactory, SpikingNetwork, create_model
+from harness.models import ActivationFactory, Encoder, SpikingNetwork, create_encoder
+from harness.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -33,42 +49,58 @@ class TrialContext:
     teacher_cache: Path
     log: Callable[[str], None]
 
+    def encoder(self) -> Encoder:
+        """The trial's input encoding (`encoding.name`), with the training split's statistics."""
+        return create_encoder(self.config.encoding.name, self.data.mean, self.data.std)
+
 
 def network_for(
-    ctx: TrialContext, spec: ModelConfig, activation: ActivationFactory, pool: str = "max", seed: int | None = None
+    ctx: TrialContext,
+    spec: ModelArgs,
+    activation: ActivationFactory,
+    pool: str = "max",
+    seed: int | None = None,
+    encoder: Encoder | None = None,
 ) -> SpikingNetwork:
     """A network of `spec` (`teacher.*` or `student.*`) sized for the trial's data, on its device.
 
     Initialised from `seed` (default: the trial's seed) right here, so its weights do not
-    depend on what ran before (a teacher trained or loaded, another network built).
+    depend on what ran before (a teacher trained or loaded, another network built). Its input
+    encoding is `encoder` (default: the trial's `encoding.name`).
     """
     torch.manual_seed(ctx.config.seed if seed is None else seed)
     data = ctx.data
-    return create_model(
-        spec.arch,
-        depth=spec.depth,
-        width=spec.width,
+    net = spec.build(
         in_channels=data.in_channels,
         num_classes=data.num_classes,
         image_size=data.image_size,
         activation=activation,
         pool=pool,
-    ).to(ctx.device)
+    )
+    net.encoder = encoder if encoder is not None else ctx.encoder()
+    return net.to(ctx.device)
 
 
 class Method(ABC):
-    """One way of producing a spiking network, registered in `METHODS` under `name`.
+    """One way of producing a spiking network.
 
     The trial loop calls `train_one_epoch` `train.epochs` times, evaluates `network()` at
     `eval_time_steps` after each epoch, and finally runs the shared final evaluation on it.
     """
 
-    name: ClassVar[str]
-    sections: ClassVar[frozenset[str]] = frozenset({"student", "train"})
-    """Config sections the method reads; a sweep samples only the dims inside them."""
+    options: ClassVar[type[Section] | None] = None
+    """The method's config section (named after the method), or None."""
+    reads: ClassVar[frozenset[str]] = frozenset()
+    """Core sections read beyond `ALWAYS_READ`: `snn` (a spiking student), `teacher`."""
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
+
+    @property
+    def name(self) -> str:
+        """The name the method is registered (and configured) under."""
+        return self.ctx.config.method
 
     @classmethod  # noqa: B027 (an optional hook, a no-op for most methods)
     def preflight(cls, config: TrialConfig) -> None:
@@ -88,8 +120,10 @@ class Method(ABC):
 
     @property
     def eval_time_steps(self) -> int:
-        """T at which `val_accuracy`, `test_accuracy` and noise are measured."""
-        return self.ctx.config.snn.time_steps
+        """T at which `val_accuracy`, `test_accuracy` and noise are measured: `snn.time_steps`
+        for a method that trains at a T, else `eval.reference_time_steps`."""
+        config = self.ctx.config
+        return config.snn.time_steps if self.capabilities.trains_at_time_steps else config.eval.reference_time_steps
 
     def extra_metrics(self) -> dict[str, float]:
         """Method-specific final metrics (e.g. `teacher_test_accuracy`)."""
@@ -102,3 +136,45 @@ class Method(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores what `state_dict` returned."""
+
+
+def check_method(name: str, entry: Any) -> None:
+    """`METHODS`' check: a concrete `Method` subclass whose name can name its config section.
+
+    Raises:
+        TypeError, ValueError: one sentence on what is wrong (the registry names the plugin).
+    """
+    if not (isinstance(entry, type) and issubclass(entry, Method)):
+        raise TypeError(f"expected a subclass of harness.methods.Method, got {entry!r}")
+    if getattr(entry, "__abstractmethods__", None):
+        raise TypeError(f"{entry.__name__} does not implement {', '.join(sorted(entry.__abstractmethods__))}")
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith(("model_", "_")):
+        raise ValueError(f"the name {name!r} cannot name a config section (use letters, digits and _)")
+    if name in core_sections() or hasattr(TrialConfig, name):
+        raise ValueError(f"its config section {name!r} collides with the harness's own section {name!r}")
+    if not isinstance(entry.capabilities, Capabilities):
+        raise TypeError("capabilities must be a harness.contract.Capabilities")
+    unknown = sorted(entry.reads - core_sections())
+    if unknown:
+        raise ValueError(f"reads names sections the harness does not have: {', '.join(unknown)}")
+    if entry.capabilities.needs_teacher and "teacher" not in entry.reads | ALWAYS_READ:
+        raise ValueError("it needs a teacher but does not read the `teacher` section")
+    if entry.capabilities.trains_at_time_steps and "snn" not in entry.reads | ALWAYS_READ:
+        raise ValueError("it trains at snn.time_steps but does not read the `snn` section")
+    if entry.options is not None:
+        if not (isinstance(entry.options, type) and issubclass(entry.options, Section)):
+            raise TypeError("options must be a subclass of harness.config.Section")
+        try:
+            entry.options()
+        except Exception as exc:  # noqa: BLE001 - whatever a plugin's section raises, say which
+            raise ValueError(f"its options need a default for every key ({type(exc).__name__})") from None
+
+
+def create_method(name: str, ctx: TrialContext) -> Method:
+    """Builds the method registered as `name` for one trial."""
+    return METHODS.get(name)(ctx)
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods."""
+    return METHODS.names()

@@ -3,18 +3,35 @@
 `L = (1 - alpha) CE(z_s, y) + alpha tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))
      + beta MSE(adapter(f_s), f_t)`
 with `z_s` the student's logits averaged over T and `f_s` its feature averaged over T.
+
+`DistillationMethod` is what every teacher-student method shares (the cached teacher, its
+metrics, its logits); a plugin's KD variant subclasses it and writes only its loss.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from harness.methods import register_method
+from harness.config import Section
+from harness.contract import Capabilities
 from harness.methods.base import TrialContext
 from harness.methods.student import StudentMethod
 from harness.teacher import load_or_train_teacher, teacher_noise_accuracies
+
+
+class KDConfig(Section):
+    """`kd.*`: response KD weight and temperature; feature KD on when `beta > 0`."""
+
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+    temperature: Annotated[float, Field(gt=0)] = 4.0
+    beta: Annotated[float, Field(ge=0)] = 0.0
+    student_layer: str = "pool"
+    teacher_layer: str = "pool"
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float) -> Tensor:
@@ -51,20 +68,33 @@ class FeatureAdapter(nn.Module):
         return self.project(student)
 
 
-@register_method("kd")
-class KDMethod(StudentMethod):
-    """Trains the spiking student against the cached ANN teacher of this (dataset, teacher, seed)."""
+class DistillationMethod(StudentMethod):
+    """A spiking student trained against the frozen, cached ANN teacher of this (dataset,
+    `teacher.*`, seed). Subclasses implement `loss`, typically with `self.teacher(images, 1)`."""
 
-    sections = frozenset({"student", "snn", "kd", "teacher", "train"})
+    reads = frozenset({"snn", "teacher"})
+    capabilities = Capabilities(needs_teacher=True)
 
     def __init__(self, ctx: TrialContext) -> None:
         self.teacher_record = load_or_train_teacher(ctx)
         self.teacher = self.teacher_record.model.eval().requires_grad_(False)
-        self.adapter: FeatureAdapter | None = None
         super().__init__(ctx)
 
+    def extra_metrics(self) -> dict[str, float]:
+        """The teacher's cached figures (`teacher_test_accuracy`, ...) and its test accuracy
+        under every noise of `eval.noise` (`teacher_noise/<type>/<level>`), on the same seeded
+        corruptions as the student's `noise/...`, so the report's teacher row compares."""
+        return dict(self.teacher_record.metrics) | teacher_noise_accuracies(self.teacher_record, self.ctx)
+
+
+class KDMethod(DistillationMethod):
+    """KDSNN: response KD (`kd.alpha`, `kd.temperature`), feature KD when `kd.beta > 0`."""
+
+    options = KDConfig
+
     def build_extra_modules(self) -> list[nn.Module]:
-        kd = self.ctx.config.kd
+        kd: KDConfig = self.ctx.config.options
+        self.adapter: FeatureAdapter | None = None
         if kd.beta == 0:
             return []
         self.adapter = FeatureAdapter(
@@ -73,7 +103,7 @@ class KDMethod(StudentMethod):
         return [self.adapter]
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
-        kd = self.ctx.config.kd
+        kd: KDConfig = self.ctx.config.options
         with torch.no_grad():
             teacher_steps, teacher_features = self.teacher(images, 1, return_features=True)
         student_steps, student_features = self.student(images, self.ctx.config.snn.time_steps, return_features=True)
@@ -83,9 +113,3 @@ class KDMethod(StudentMethod):
             mapped = self.adapter(student_features[kd.student_layer].mean(0), target)
             loss = loss + kd.beta * F.mse_loss(mapped, target)
         return loss
-
-    def extra_metrics(self) -> dict[str, float]:
-        """The teacher's cached figures (`teacher_test_accuracy`, ...) and its test accuracy
-        under every noise of `eval.noise` (`teacher_noise/<type>/<level>`), on the same seeded
-        corruptions as the student's `noise/...`, so the report's teacher row compares."""
-        return dict(self.teacher_record.metrics) | teacher_noise_accuracies(self.teacher_record, self.ctx)

@@ -1,31 +1,25 @@
-"""Model families keyed by the name used in YAML (`teacher.arch`, `student.arch`).
+"""Networks over the multi-step layout `[T, B, ...]`, built by registered model families.
 
-One definition per family serves every role: with ReLU it is the ANN teacher, with LIF
-neurons the spiking student, with QCFS or IF activations the conversion baseline. Every
-network takes a static image batch `[B, C, H, W]` and a number of time steps T and returns
-per-step logits `[T, B, K]` (direct input encoding; an ANN is the case T = 1).
+One definition per family serves every role: with ReLU it is the ANN teacher, with LIF neurons
+the spiking student, with QCFS or IF activations the conversion baseline. The families (`resnet`,
+`vgg`, a plugin's) register under the entry-point group `snn_kd_harness.models`; encoders under
+`snn_kd_harness.encoders`. See `harness.models.base`.
 """
 
 from __future__ import annotations
 
-from harness.models.families import (
-    MODELS,
-    ActivationFactory,
-    ModelFamily,
-    SpikingNetwork,
-    count_parameters,
-    create_model,
-    list_models,
-)
+from harness.models.base import ActivationFactory, SpikingNetwork, count_parameters, create_model, list_models
+from harness.models.encoders import Encoder, create_encoder, list_encoders
 from harness.models.neurons import make_lif, relu
 
 __all__ = [
-    "MODELS",
     "ActivationFactory",
-    "ModelFamily",
+    "Encoder",
     "SpikingNetwork",
     "count_parameters",
+    "create_encoder",
     "create_model",
+    "list_encoders",
     "list_models",
     "make_lif",
     "relu",

@@ -8,32 +8,61 @@ depends only on (noise, level, index): never on the batch it sits in, the device
 method and trial asking. Every method therefore sees exactly the same corrupted test
 set. Normalisation happens later, elsewhere.
 
-Adding a noise type::
+Adding a noise type is one entry point in the group `snn_kd_harness.noises` naming a `NoiseFn`
+(the built-ins register the same way, in pyproject.toml)::
 
-    @register_noise("my_noise")
     def my_noise(x: Tensor, level: float, generator: torch.Generator) -> Tensor:
+        check_level_at_most("my_noise", level, 1.0)
         return x + level * torch.randn(x.shape, generator=generator).to(x.device)
+
+The function receives ONE image `x` shaped [C, H, W] with values in [0, 1], a severity `level`
+(0 = clean) and a CPU `torch.Generator`; it returns the corrupted image with the same shape on
+the same device, drawing random numbers on the generator only (then moved to the image's
+device), and checks its own upper bound, if it has one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from harness.errors import HarnessInputError
-from harness.noise.corruptions import NOISES, NoiseFn, register_noise
+from harness.registry import NOISES
 
 __all__ = [
-    "NOISES",
     "NoiseFn",
     "apply_noise",
     "check_level",
+    "check_level_at_most",
+    "check_noise_function",
     "list_noises",
     "noise_seed",
-    "register_noise",
 ]
+
+NoiseFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
+
+
+def check_noise_function(name: str, entry: Any) -> None:
+    """`NOISES`' check: a function of (image, level, generator)."""
+    if not callable(entry):
+        raise TypeError(f"expected a function (image, level, generator) -> image, got {entry!r}")
+    try:
+        inspect.signature(entry).bind(None, 0.0, None)
+    except TypeError:
+        raise TypeError(f"{entry!r} does not take (image, level, generator)") from None
+    except ValueError:  # no signature to inspect (a builtin): trust it
+        pass
+
+
+def check_level_at_most(noise: str, level: float, maximum: float) -> None:
+    """Raises a one-line HarnessInputError if `level` is above `maximum` (for noise functions)."""
+    if level > maximum:
+        raise HarnessInputError(f"noise level for {noise!r} must be in [0, {maximum:g}], got {level!r}")
 
 
 def list_noises() -> list[str]:

@@ -1,4 +1,4 @@
-"""The built-in input corruptions and the registry that holds them.
+"""The built-in input corruptions (registered in pyproject.toml, group `snn_kd_harness.noises`).
 
 Every corruption is a `NoiseFn`: it receives ONE image `x` shaped [C, H, W] with values
 in [0, 1], a severity `level` (0 = clean) and a CPU `torch.Generator`, and returns the
@@ -12,35 +12,11 @@ upper bound, if it has one, and returns `x` unchanged at level 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from harness.errors import HarnessInputError
-from harness.registry import Registry
-
-NoiseFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
-
-NOISES: Registry[NoiseFn] = Registry("noise type")
-
-
-def register_noise(name: str) -> Callable[[NoiseFn], NoiseFn]:
-    """Decorator that makes a corruption selectable under `name` (see `NoiseFn`).
-
-    Args:
-        name: The name used in the YAML search space; a name may be registered once.
-
-    Returns:
-        A decorator that registers the function and returns it unchanged.
-    """
-    return NOISES.register(name)
-
-
-def check_level_at_most(noise: str, level: float, maximum: float) -> None:
-    """Raises a one-line HarnessInputError if `level` is above `maximum`."""
-    if level > maximum:
-        raise HarnessInputError(f"noise level for {noise!r} must be in [0, {maximum:g}], got {level!r}")
+from harness.noise import check_level_at_most
 
 
 def _randn(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -53,7 +29,6 @@ def _rand(shape: tuple[int, ...], x: torch.Tensor, generator: torch.Generator) -
     return torch.rand(shape, generator=generator).to(x.device)
 
 
-@register_noise("gaussian")
 def gaussian(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Additive Gaussian noise: `x + sigma * N(0, 1)`, per pixel and channel.
 
@@ -70,7 +45,6 @@ def gaussian(x: torch.Tensor, level: float, generator: torch.Generator) -> torch
     return x + level * _randn(x, generator)
 
 
-@register_noise("salt_pepper")
 def salt_pepper(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Salt-and-pepper noise: each pixel is hit with probability `p`.
 
@@ -97,7 +71,6 @@ def salt_pepper(x: torch.Tensor, level: float, generator: torch.Generator) -> to
     return torch.where(hit, salt, x)
 
 
-@register_noise("poisson")
 def poisson(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Poisson shot noise: `Poisson(x / level) * level`.
 
@@ -118,7 +91,6 @@ def poisson(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.
     return (counts * level).to(device=x.device, dtype=x.dtype)
 
 
-@register_noise("speckle")
 def speckle(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Multiplicative (speckle) noise: `x + x * sigma * N(0, 1)`.
 
@@ -135,7 +107,6 @@ def speckle(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.
     return x + x * level * _randn(x, generator)
 
 
-@register_noise("uniform")
 def uniform(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Additive uniform noise: `x + U(-a, a)`, independently per pixel and channel.
 
@@ -152,7 +123,6 @@ def uniform(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.
     return x + level * (2 * _rand(tuple(x.shape), x, generator) - 1)
 
 
-@register_noise("gaussian_blur")
 def gaussian_blur(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Gaussian blur, deterministic (the generator is ignored).
 
@@ -187,7 +157,6 @@ def gaussian_blur(x: torch.Tensor, level: float, generator: torch.Generator) -> 
     return blurred.squeeze(0)
 
 
-@register_noise("contrast")
 def contrast(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Contrast reduction towards the image mean: `m + (x - m) * (1 - c)`.
 
@@ -213,7 +182,6 @@ def contrast(x: torch.Tensor, level: float, generator: torch.Generator) -> torch
     return mean + (x - mean) * (1 - level)
 
 
-@register_noise("occlusion")
 def occlusion(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
     """Occlusion: a square patch at a uniformly random position is set to 0.
 

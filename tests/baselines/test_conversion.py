@@ -8,8 +8,6 @@ import pytest
 from torch import nn
 
 from harness.cli import main
-from harness.models import MODELS, ModelFamily
-from harness.models.families import VGG, _vgg_layout
 from harness.trial import train
 
 
@@ -37,12 +35,23 @@ def test_conversion_trial_reports_the_curve_and_its_ann(variant: str, make_confi
     assert metrics["acs"] > 0  # converted neurons' spikes are counted as accumulates
 
 
+MAXPOOL_VGG = """
+from harness.models.vgg import VGG, VGGArgs
+
+
+class MaxPoolVGG(VGGArgs):
+    def build(self, *, in_channels, num_classes, image_size, activation, pool="max"):
+        return VGG(self.depth, self.width, in_channels, num_classes, image_size, activation, pool="max")
+"""
+
+
 @pytest.fixture
-def maxpool_family():
+def maxpool_family(install_plugin) -> str:
     """A family the conversion cannot handle: VGG that keeps max-pooling whatever it is asked."""
-    MODELS.register("maxpool_vgg")(ModelFamily(build=lambda *a: VGG(*a[:6], pool="max"), check_depth=_vgg_layout))
-    yield "maxpool_vgg"
-    del MODELS._entries["maxpool_vgg"]
+    install_plugin(
+        "maxpool-vgg", {"models": {"maxpool_vgg": "maxpool_vgg:MaxPoolVGG"}}, {"maxpool_vgg.py": MAXPOOL_VGG}
+    )
+    return "maxpool_vgg"
 
 
 def test_unconvertible_architecture_exits_2_before_training(

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.direct import tet_loss
-from harness.methods import METHODS
+from harness.registry import METHODS
 
 
 def test_tet_is_the_mean_of_per_step_cross_entropies() -> None:
@@ -16,4 +16,4 @@ def test_tet_is_the_mean_of_per_step_cross_entropies() -> None:
 
 def test_baselines_are_registered_by_name() -> None:
     assert {"kd", "direct"} <= set(METHODS.names())
-    assert METHODS.get("direct").name == "direct"
+    assert METHODS.get("direct").__name__ == "DirectMethod"

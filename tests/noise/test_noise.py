@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
 
-from harness.errors import HarnessInputError
-from harness.noise import NOISES, apply_noise, list_noises, noise_seed, register_noise
+from harness.errors import HarnessInputError, PluginError
+from harness.noise import apply_noise, list_noises, noise_seed
+from harness.registry import NOISES
 
 BUILTINS = [
     "contrast",
@@ -80,26 +80,22 @@ def test_unknown_noise_names_the_choices() -> None:
         assert name in message
 
 
-@pytest.fixture
-def registered() -> Iterator[list[str]]:
-    """Names registered by a test; removed from NOISES afterwards."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        NOISES._entries.pop(name, None)
+SHIFT_NOISE = """
+import torch
+
+SEEDS = []
 
 
-def test_user_noise_is_used_by_apply_noise(registered: list[str]) -> None:
-    seeds: list[int] = []
+def shift(x, level, generator):
+    SEEDS.append(generator.initial_seed())
+    x += level  # in place on purpose: apply_noise must protect its input
+    x[:, 0, 0] = 0.125  # not the identity at level 0
+    return x
+"""
 
-    @register_noise("test_shift")
-    def shift(x: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
-        seeds.append(generator.initial_seed())
-        x += level  # in place on purpose: apply_noise must protect its input
-        x[:, 0, 0] = 0.125  # not the identity at level 0
-        return x
 
-    registered.append("test_shift")
+def test_user_noise_is_used_by_apply_noise(install_plugin) -> None:
+    install_plugin("shift-noise", {"noises": {"test_shift": "shift_noise:shift"}}, {"shift_noise.py": SHIFT_NOISE})
     assert "test_shift" in list_noises()
     images = make_images(n=3)
     before = images.clone()
@@ -108,15 +104,27 @@ def test_user_noise_is_used_by_apply_noise(registered: list[str]) -> None:
     expected = before + 0.25
     expected[:, :, 0, 0] = 0.125
     assert torch.equal(out, expected.clamp(0, 1))
-    assert seeds == [noise_seed("test_shift", 0.25, i) for i in (7, 8, 9)]
+    import shift_noise
+
+    assert shift_noise.SEEDS == [noise_seed("test_shift", 0.25, i) for i in (7, 8, 9)]
     # Level 0 is the identity even for a noise that would not be.
     assert torch.equal(apply_noise(images, "test_shift", 0.0), before)
 
 
-def test_name_can_be_registered_once() -> None:
-    with pytest.raises(ValueError):
-        register_noise("gaussian")(lambda x, level, generator: x)
-    assert NOISES.get("gaussian").__name__ == "gaussian"
+def test_a_name_two_distributions_register_is_refused_naming_both(install_plugin) -> None:
+    install_plugin("other-noises", {"noises": {"gaussian": "shift_noise:shift"}}, {"shift_noise.py": SHIFT_NOISE})
+    with pytest.raises(PluginError) as err:
+        apply_noise(make_images(), "gaussian", 0.1)
+    message = str(err.value)
+    assert "\n" not in message and "registered twice" in message
+    assert "snn-kd-harness" in message and "other-noises" in message
+    assert torch.equal(apply_noise(make_images(), "uniform", 0.0), make_images())  # the others still work
+
+
+def test_a_noise_of_the_wrong_shape_is_refused(install_plugin) -> None:
+    install_plugin("bad-noise", {"noises": {"bad": "bad_noise:bad"}}, {"bad_noise.py": "def bad(x):\n    return x\n"})
+    with pytest.raises(PluginError, match=r"entry point 'bad' \(bad_noise:bad\) of bad-noise 0.1 .* does not take"):
+        apply_noise(make_images(), "bad", 0.1)
 
 
 # --- noise_seed -----------------------------------------------------------------------

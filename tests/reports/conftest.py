@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from baselines.conversion import ConversionMethod
+from harness import contract
+from harness.contract import Capabilities, Role, Tag
 from harness.tracking import TrackedRun
 
 SEEDS = (1, 2, 3)
+METHODS = ("kd", "direct", "conversion")
+# What each method declares, as the sweep records it (conversion's own, with its ANN row).
+CAPABILITIES = {
+    "kd": Capabilities(needs_teacher=True),
+    "direct": Capabilities(),
+    "conversion": ConversionMethod.capabilities,
+}
 REFERENCE_T = 2
 TIME_STEPS = (1, 2, 4)
 NOISE = {"gaussian": [0.1, 0.2], "salt_pepper": [0.05]}
@@ -52,11 +62,11 @@ def _final_metrics(method: str, seed: int, steps: int) -> dict[str, float]:
     }
     for kind, levels in NOISE.items():
         for level in levels:
-            metrics[f"noise/{kind}/{level:g}"] = round(clean - level * (1.0 if method == "kd" else 1.5), 6)
+            metrics[contract.noise_metric(kind, level)] = round(clean - level * (1.0 if method == "kd" else 1.5), 6)
     for t in TIME_STEPS:
-        metrics[f"timestep/{t}"] = _accuracy(method, seed, t, offset=0.05)
+        metrics[contract.timestep_metric(t)] = _accuracy(method, seed, t, offset=0.05)
     if method == "kd":
-        metrics |= {"teacher_test_accuracy": 0.97 + 0.001 * seed, "teacher_params": 50000.0}
+        metrics |= {contract.TEACHER_TEST_ACCURACY: 0.97 + 0.001 * seed, contract.TEACHER_PARAMS: 50000.0}
     return metrics
 
 
@@ -77,46 +87,47 @@ def write_store(uri: str, experiment: str, with_conversion_finals: bool = False,
     """A sweep-shaped experiment: KD and direct searched and retrained over SEEDS at every T (only at the
     reference T, from one fixed-seed teacher, when `reference_only`); conversion searched (one trial failed)
     and, unless asked, without final runs."""
-    parent = TrackedRun(uri, experiment, "sweep-synthetic", {"harness.role": "sweep", "harness.trial_id": "sweep"})
+    sweep_tags = {Tag.ROLE: Role.SWEEP, Tag.TRIAL_ID: "sweep", Tag.METHODS: ",".join(METHODS)}
+    parent = TrackedRun(uri, experiment, "sweep-synthetic", sweep_tags)
     searched = {"kd": "kd.alpha,student.width", "direct": "student.width", "conversion": "conversion.levels"}
-    for method in ("kd", "direct", "conversion"):
+    for method in METHODS:
         for number, value in enumerate((0.2, 0.5, 0.8)):
-            tags = _tags(parent, method, "trial", f"{method}/trial/{number}") | {"harness.searched": searched[method]}
+            tags = _tags(parent, method, Role.TRIAL, f"{method}/trial/{number}", seed=0) | {
+                Tag.SEARCHED: searched[method]
+            }
             run = TrackedRun(uri, experiment, f"{method}-trial{number}", tags)
             run.log_params(_params(method, 0, REFERENCE_T, **{"kd.alpha": value, "student.width": 8 * (number + 1)}))
-            run.log_metrics({"val_accuracy": 0.5 + value / 4, "train_seconds": 3.0}, step=1)
+            run.log_metrics({contract.VAL_ACCURACY: 0.5 + value / 4, contract.TRAIN_SECONDS: 3.0}, step=1)
             if number == 2 and method == "conversion":
                 run.finish("FAILED", "loss became NaN")
                 continue
             if number == 0:
-                run.set_tags({"harness.pruned": "true"})
+                run.set_tags({Tag.PRUNED: contract.TRUE})
             else:
-                run.log_metrics({"test_accuracy": 0.5 + value / 4})
+                run.log_metrics({contract.TEST_ACCURACY: 0.5 + value / 4})
+                if number == 2:  # the searcher's choice, which the final stage retrains
+                    run.set_tags({Tag.BEST: contract.TRUE})
             run.finish("FINISHED")
         if method == "conversion" and not with_conversion_finals:
             continue
         steps_list = (REFERENCE_T,) if method == "conversion" or reference_only else TIME_STEPS
-        teacher_seed = 0 if reference_only else None
         for seed in SEEDS:
             for steps in steps_list:
+                teacher_seed = 0 if reference_only else seed  # one fixed-seed teacher, or one per seed
                 run = TrackedRun(
                     uri, experiment, f"{method}-final-s{seed}-T{steps}",
-                    _tags(parent, method, "final", f"{method}/final/{seed}/{steps}"),
+                    _tags(parent, method, Role.FINAL, f"{method}/final/{seed}/{steps}", teacher_seed),
                 )  # fmt: skip
-                best = {"kd.alpha": 0.8, "student.width": 24, "teacher.seed": teacher_seed}
-                run.log_params(_params(method, seed, steps, **best))
+                run.log_params(_params(method, seed, steps, **{"kd.alpha": 0.8, "student.width": 24}))
                 run.log_metrics(_final_metrics(method, seed, steps))
                 run.finish("FINISHED")
     parent.finish("FINISHED")
 
 
-def _tags(parent: TrackedRun, method: str, role: str, trial_id: str) -> dict[str, str]:
-    return {
-        "harness.role": role,
-        "harness.method": method,
-        "harness.trial_id": trial_id,
-        "mlflow.parentRunId": parent.run_id,
-    }
+def _tags(parent: TrackedRun, method: str, role: Role, trial_id: str, seed: int) -> dict[str, str]:
+    capabilities = CAPABILITIES[method]
+    teacher = f"teacher-of-seed-{seed}" if capabilities.needs_teacher else None
+    return contract.run_tags(role, method, trial_id, capabilities, parent_run_id=parent.run_id, teacher=teacher)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """What a sweep runs inside Ray workers: the Tune trainable and the teacher task.
 
 A worker imports the module of the function it runs before its first line. This one imports
-only torch and the trial's config (the trial imports the rest of the harness when it starts),
-not `harness.sweep` with MLflow, Optuna and Tune's search code: that saves each new trial
-actor and teacher worker about 3.5 s (benchmarks/tune_startup.py).
+only torch and the plan (the trial imports the rest of the harness when it starts), not MLflow,
+Optuna and Tune's search code: that saves each new trial actor and teacher worker about 3.5 s
+(benchmarks/tune_startup.py). Each worker finds the methods, models, datasets and noises a
+trial names through the installed entry points, as the driver does.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.config import TrialConfig, unflatten
+from harness.config import TrialConfig
 from harness.errors import TrialFailed
+from harness.sweep.plan import MethodPlan
 
 if TYPE_CHECKING:
     from harness.methods import Method
@@ -28,10 +30,15 @@ NODE_KEY = "harness_node_id"  # the Ray node that ran the epoch; becomes the run
 ROLE_KEY = "role"  # `trial` (search) or `final`; in every trial's config beside `method`
 
 
+def trial_values(sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """A Tune trial's config without its role: `method` and the values that override the plan."""
+    return {key: value for key, value in sampled.items() if key != ROLE_KEY}
+
+
 def run_trial(
     sampled: dict[str, Any],
     *,
-    bases: Mapping[str, dict[str, Any]],
+    plans: Mapping[str, MethodPlan],
     teacher_cache: str,
     threads: int,
     metric: str,
@@ -41,8 +48,8 @@ def run_trial(
 
     Args:
         sampled: the trial's config: `method`, `role` and the values that override the
-            method's fixed config (sampled dims; seed and T for final runs).
-        bases: per method, its fixed config (flat dotted keys).
+            method's plan (sampled dims; seed and T for final runs).
+        plans: per method, its plan.
     """
     import ray
     from ray import tune
@@ -51,8 +58,7 @@ def run_trial(
 
     torch.set_num_threads(max(1, threads))
     node = ray.get_runtime_context().get_node_id()
-    values = {key: value for key, value in sampled.items() if key != ROLE_KEY}
-    config = TrialConfig.model_validate(unflatten({**bases[sampled["method"]], **values}))
+    config = plans[sampled["method"]].trial_config(trial_values(sampled))
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -84,7 +90,7 @@ def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:
     from harness.trial import load_trial_data, resolve_device
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    trial = TrialConfig.model_validate(config)
+    trial = TrialConfig.of(config)
     device = resolve_device(trial.train.device)
     data = load_trial_data(trial, device)
     record = load_or_train_teacher(TrialContext(trial, data, device, Path(teacher_cache), lambda _: None))

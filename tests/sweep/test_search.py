@@ -12,7 +12,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from harness.sweep_search import DefineByRun, MethodScheduler, SweepSearcher, pick_best
+from harness.sweep.search import DefineByRun, MethodScheduler, SweepSearcher, pick_best
 
 
 def _optuna(dims: dict) -> OptunaSearch:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from harness.ray_workers import FAILURE_KEY, ROLE_KEY
+from harness.contract import Role
+from harness.sweep.final import final_runs
+from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
+from harness.sweep.workers import FAILURE_KEY, ROLE_KEY
 
 
 class DefineByRun:
@@ -129,7 +133,7 @@ class SweepSearcher(Searcher):
             return None
         self.trials[trial_id] = (method, len(self.sampled[method]))
         self.sampled[method].append(dict(values))
-        return {**values, "method": method, ROLE_KEY: "trial"}
+        return {**values, "method": method, ROLE_KEY: Role.TRIAL.value}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.trials:
@@ -156,7 +160,7 @@ class SweepSearcher(Searcher):
         ids = {index: trial_id for trial_id, (m, index) in self.trials.items() if m == method}
         self.chosen[method] = None if chosen is None else ids[chosen]
         runs = [] if best is None else self.final_runs(method, best)
-        self.queued.extend({**run, "method": method, ROLE_KEY: "final"} for run in runs)
+        self.queued.extend({**run, "method": method, ROLE_KEY: Role.FINAL.value} for run in runs)
         print(f"search {method}: done, best {best}; {len(runs)} final run(s) queued", file=sys.stderr, flush=True)
 
     def save(self, checkpoint_path: str) -> None:
@@ -185,7 +189,7 @@ class MethodScheduler(FIFOScheduler):
 
     def _of(self, trial: Any) -> TrialScheduler | None:
         config = trial.config
-        return self.schedulers.get(config.get("method")) if config.get(ROLE_KEY) == "trial" else None
+        return self.schedulers.get(config.get("method")) if config.get(ROLE_KEY) == Role.TRIAL else None
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # every method's scheduler was built with the metric and mode
@@ -216,4 +220,53 @@ class MethodScheduler(FIFOScheduler):
         return "\n".join(f"{method}: {s.debug_string()}" for method, s in self.schedulers.items())
 
 
-__all__ = ["ROLE_KEY", "DefineByRun", "MethodScheduler", "SweepSearcher", "pick_best"]
+def make_searcher(plan: SweepPlan) -> SweepSearcher:
+    """The sweep's searcher: per method a seeded `OptunaSearch` over its dims (None when it
+    samples nothing), its budget, and its final runs."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = plan.space.search
+
+    def optuna_search(method_plan: MethodPlan) -> OptunaSearch | None:
+        if not method_plan.dims:
+            return None
+        sampler = (  # one study per method, each seeded alike: a method's draws do not depend on the others
+            optuna.samplers.TPESampler(seed=search.seed, constant_liar=True)
+            if search.sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=search.seed)
+        )
+        return OptunaSearch(
+            space=DefineByRun(method_plan.sampler_dims()), metric=search.metric, mode=search.mode, sampler=sampler
+        )
+
+    return SweepSearcher(
+        searchers={p.method: optuna_search(p) for p in plan.methods},
+        budget={p.method: search_budget(p, plan.space) for p in plan.methods},
+        final_runs=partial(final_runs, plan),
+        metric=search.metric,
+        mode=search.mode,
+    )
+
+
+def make_scheduler(plan: SweepPlan) -> MethodScheduler:
+    """The sweep's scheduler: an ASHA on epochs per method (none with `scheduler.name: none`)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    search = plan.space.search
+    if search.scheduler.name != "asha":
+        return MethodScheduler({})
+    schedulers = {}
+    for method_plan in plan.methods:
+        epochs = method_plan.config.train.epochs
+        schedulers[method_plan.method] = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=search.metric,
+            mode=search.mode,
+            max_t=epochs,
+            grace_period=min(search.scheduler.grace_period, epochs),
+            reduction_factor=search.scheduler.reduction_factor,
+        )
+    return MethodScheduler(schedulers)
+
+
+__all__ = ["DefineByRun", "MethodScheduler", "SweepSearcher", "make_scheduler", "make_searcher", "pick_best"]

@@ -10,9 +10,11 @@ from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness.errors import HarnessInputError
-from harness.sweep import SweepOptions, final_time_steps, plan_sweep, run_sweep
+from harness.sweep.final import final_time_steps
+from harness.sweep.plan import plan_sweep
+from harness.sweep.run import SweepOptions, run_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
 
 
@@ -231,14 +233,14 @@ def test_final_time_steps_narrow_what_the_final_stage_trains(tmp_path: Path) -> 
 
 
 def test_resuming_with_another_plan_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
-    from harness.sweep import _record_plan, check_same_plan
+    from harness.sweep.plan import check_same_plan, record_plan
 
     plan = plan_sweep(SMOKE)
     folder = tmp_path / "runs" / plan.space.name
     folder.mkdir(parents=True)
-    _record_plan(plan, folder)  # what the sweep writes when it starts
+    record_plan(plan, folder)  # what the sweep writes when it starts
     check_same_plan(plan_sweep(SMOKE), folder)  # the same plan: fine
-    with pytest.raises(HarnessInputError, match=r"methods/\w+/base/train.epochs is 9, but .* started with 4"):
+    with pytest.raises(HarnessInputError, match=r"methods\.\w+\.config\.train\.epochs is 9, but .* started with 4"):
         check_same_plan(plan_sweep(SMOKE, [("train.epochs", 9)]), folder)
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"

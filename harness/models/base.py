@@ -1,0 +1,154 @@
+"""What every model family builds: a `SpikingNetwork` over the multi-step layout `[T, B, ...]`.
+
+A network takes static images `[B, C, H, W]` in [0, 1] and a number of time steps T, and returns
+per-step logits `[T, B, K]` (the prediction is their mean over T; an ANN is the case T = 1).
+Its `encoder` (`harness.models.encoders`, chosen by the trial's `encoding.name`) turns the images
+into the input sequence; convolutions and BatchNorm run on the folded `[T*B, ...]` batch
+(spikingjelly's `SeqToANNContainer`) and activations see `[T, B, ...]`, so a multi-step LIF layer
+integrates over T. An input that is the same at every step (direct encoding: a one-step
+sequence) goes through the stem once and the stem's output is repeated T times, which saves
+T-1 stem convolutions per sample.
+
+`checkpoint_activations = True` on a network recomputes each checkpoint unit (a residual
+block, a VGG block) in the backward pass instead of storing its activations
+(`harness.models.recompute`): less BPTT memory, one more forward pass per training step.
+
+`create_model(arch, ..., **args)` builds a registered family by name, as timm's does; the
+family (a `harness.config.ModelArgs` subclass) validates its own `args`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from spikingjelly.activation_based.layer import SeqToANNContainer
+from torch import Tensor, nn
+
+from harness.config import describe_error
+from harness.errors import HarnessInputError
+from harness.models.encoders import DirectEncoding, Encoder
+from harness.models.recompute import run_recomputed
+from harness.registry import MODELS
+
+ActivationFactory = Callable[[], nn.Module]
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> SeqToANNContainer:
+    """A convolution (no bias, `kernel // 2` padding) and its BatchNorm, over `[T, B, ...]`."""
+    conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
+    return SeqToANNContainer(conv, nn.BatchNorm2d(c_out))
+
+
+class SpikingNetwork(nn.Module):
+    """Base of every family: encoder, stem, body, global pooling and a linear classifier.
+
+    Subclasses fill `self.body` (an `nn.ModuleDict` of named stages whose outputs are the
+    feature taps, each `[T, B, C, H, W]`), `self.tap_channels` (channels of each tap) and
+    `self.classifier`.
+    """
+
+    tap_channels: dict[str, int]
+
+    encoder: Encoder
+    stem: SeqToANNContainer
+    stem_act: nn.Module
+    body: nn.ModuleDict
+    classifier: nn.Linear
+    checkpoint_activations: bool = False
+    """Recompute each unit of `checkpoint_units` in the backward pass (training only)."""
+
+    def __init__(self, in_channels: int, width: int, activation: ActivationFactory) -> None:
+        super().__init__()
+        self.encoder = DirectEncoding()  # `harness.methods.base.network_for` sets the trial's
+        self.stem = conv_bn(in_channels, width, 3, 1)
+        self.stem_act = activation()
+
+    def forward(
+        self, x: Tensor, time_steps: int = 1, return_features: bool = False
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Runs the network on static images.
+
+        Args:
+            x: Images `[B, C, H, W]` in [0, 1]; the encoder normalises or encodes them.
+            time_steps: Number of simulation steps T (1 for an ANN).
+            return_features: Also return the named feature taps, each `[T, B, ...]`.
+
+        Returns:
+            Per-step logits `[T, B, K]`; the prediction is their mean over T.
+        """
+        stem = self.stem(self.encoder(x, time_steps))  # [1 or T, B, ...]
+        h = self.stem_act(stem.expand(time_steps, *stem.shape[1:]).contiguous())
+        features: dict[str, Tensor] = {}
+        for name, stage in self.body.items():
+            h = self._run_stage(stage, h)
+            features[name] = h
+        pooled = h.mean(dim=(-2, -1))
+        features["pool"] = pooled
+        logits = self.classifier(pooled)
+        return (logits, features) if return_features else logits
+
+    def _run_stage(self, stage: nn.Module, h: Tensor) -> Tensor:
+        if not (self.checkpoint_activations and self.training and torch.is_grad_enabled()):
+            return stage(h)
+        for unit in self.checkpoint_units(stage):
+            h = run_recomputed(unit, h)
+        return h
+
+    def checkpoint_units(self, stage: nn.Module) -> list[nn.Module]:
+        """The modules of a stage that `checkpoint_activations` recomputes one at a time."""
+        return [stage]
+
+    def feature_channels(self) -> dict[str, int]:
+        """Channel count of each feature tap (for KD adapters)."""
+        return {**self.tap_channels, "pool": self.classifier.in_features}
+
+
+def list_models() -> list[str]:
+    """Names of the registered families."""
+    return MODELS.names()
+
+
+def create_model(
+    arch: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    activation: ActivationFactory,
+    pool: str = "max",
+    encoder: Encoder | None = None,
+    **args: Any,
+) -> SpikingNetwork:
+    """Builds family `arch` with its own `args` (`depth=8, width=16` for the CNNs).
+
+    Args:
+        arch: A registered family (`list_models()`).
+        in_channels, num_classes, image_size: The data's shape.
+        activation: The neuron of every layer (ReLU, LIF, QCFS, IF).
+        pool: "max" or "avg" pooling where the family pools.
+        encoder: The input encoding (default: direct, without normalisation).
+        **args: The family's arguments, validated by it.
+
+    Raises:
+        HarnessInputError: unknown family or arguments it rejects.
+    """
+    family = MODELS.get(arch)
+    try:
+        spec = family.model_validate({"arch": arch, **args})
+    except ValidationError as exc:
+        key, message = describe_error(exc.errors()[0])
+        raise HarnessInputError(f"{arch}: {key}: {message}") from None
+    net = spec.build(
+        in_channels=in_channels, num_classes=num_classes, image_size=image_size, activation=activation, pool=pool
+    )
+    if encoder is not None:
+        net.encoder = encoder
+    return net
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters of a model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,96 @@
+"""Input encodings: how static images in [0, 1] become a spiking network's input over T steps.
+
+An `Encoder` is a module every network holds (`SpikingNetwork.encoder`); the trial chooses it
+with `encoding.name`, from the `snn_kd_harness.encoders` entry points:
+
+- `direct` (the default; DESIGN §2): the normalised image, the same at every step. It returns
+  a one-step sequence `[1, B, C, H, W]`, which the network's stem runs once and repeats T times.
+- `poisson`: rate coding; pixel intensity p in [0, 1] becomes a spike with probability p at each
+  step, independently, `[T, B, C, H, W]` (spikingjelly's `PoissonEncoder`, drawn from torch's
+  global generator, which the trial seeds).
+
+An ANN trained for a spiking network (the conversion baseline's) sees `encoder.analog()`: what
+the encoding carries per step on average (direct: itself; Poisson: the unnormalised intensities).
+The ANN teacher always uses direct encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.registry import ENCODERS
+
+
+class Encoder(nn.Module):
+    """Base of the registered encodings.
+
+    Args:
+        mean, std: Per-channel statistics of the training images (for normalisation), or None.
+    """
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        super().__init__()
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        # Not saved with the network (the data define them): checkpoints stay as they were.
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", None if std is None else torch.tensor(std).view(-1, 1, 1), persistent=False)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """`(images - mean) / std` per channel (unchanged without statistics)."""
+        if self.mean is None:
+            return images
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def forward(self, images: Tensor, time_steps: int) -> Tensor:
+        """`[B, C, H, W]` in [0, 1] -> `[T', B, C, H, W]`; T' = 1 means the same input at every step."""
+        raise NotImplementedError
+
+    def analog(self) -> Encoder:
+        """The encoding an ANN of this network sees: what this one carries per step on average."""
+        return self
+
+
+class DirectEncoding(Encoder):
+    """The normalised image at every step (computed once)."""
+
+    def forward(self, images: Tensor, time_steps: int) -> Tensor:
+        return self.normalize(images).unsqueeze(0)
+
+
+class PoissonEncoding(Encoder):
+    """Bernoulli spikes with the pixel's intensity as the probability, independently per step."""
+
+    def forward(self, images: Tensor, time_steps: int) -> Tensor:
+        x = images.clamp(0.0, 1.0)
+        return (torch.rand((time_steps, *x.shape), device=x.device, dtype=x.dtype) < x).to(x.dtype)
+
+    def analog(self) -> Encoder:
+        return RateEncoding()
+
+
+class RateEncoding(Encoder):
+    """The unnormalised intensities: the expected value of a Poisson encoding's spikes."""
+
+    def forward(self, images: Tensor, time_steps: int) -> Tensor:
+        return images.unsqueeze(0)
+
+
+def check_encoder(name: str, entry: Any) -> None:
+    """`ENCODERS`' check: an `Encoder` subclass."""
+    if not (isinstance(entry, type) and issubclass(entry, Encoder)):
+        raise TypeError(f"expected a subclass of harness.models.encoders.Encoder, got {entry!r}")
+
+
+def create_encoder(name: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Encoder:
+    """The encoding registered as `name`, with the training images' statistics."""
+    return ENCODERS.get(name)(mean, std)
+
+
+def list_encoders() -> list[str]:
+    """Names of the registered encodings."""
+    return ENCODERS.names()

@@ -1,0 +1,94 @@
+"""The VGG family (`arch: vgg`): VGG-5/7/11/13/16/19 with BatchNorm; `depth` and `width` are its arguments.
+
+Pooling is max-pooling by default (the max of spikes is a spike); conversion asks for average
+pooling. A pooling step at a 1x1 feature map is dropped, so every depth fits 8x8 inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from spikingjelly.activation_based.layer import SeqToANNContainer
+from torch import nn
+
+from harness.config import ModelArgs
+from harness.errors import HarnessInputError
+from harness.models.base import ActivationFactory, SpikingNetwork, conv_bn
+
+# Standard VGG convolution layouts in units of 64 channels; "M" is a 2x2 pooling.
+_LAYOUTS: dict[int, list[int | str]] = {
+    5: [1, "M", 2, "M", 4, 4, "M"],
+    7: [1, 1, "M", 2, 2, "M", 4, 4, "M"],
+    11: [1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"],
+    13: [1, 1, "M", 2, 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"],
+    16: [1, 1, "M", 2, 2, "M", 4, 4, 4, "M", 8, 8, 8, "M", 8, 8, 8, "M"],
+    19: [1, 1, "M", 2, 2, "M", 4, 4, 4, 4, "M", 8, 8, 8, 8, "M", 8, 8, 8, 8, "M"],
+}
+
+
+def vgg_layout(depth: int) -> list[int | str]:
+    """The layout of VGG-`depth`.
+
+    Raises:
+        HarnessInputError: a depth without a standard layout.
+    """
+    if depth not in _LAYOUTS:
+        raise HarnessInputError(f"vgg depth {depth} is not supported; expected one of {sorted(_LAYOUTS)}")
+    return _LAYOUTS[depth]
+
+
+class VGG(SpikingNetwork):
+    """VGG with BatchNorm and one linear classifier; the stem is the first convolution."""
+
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        activation: ActivationFactory,
+        pool: str = "max",
+    ) -> None:
+        layout = vgg_layout(depth)
+        super().__init__(in_channels, width * int(layout[0]), activation)
+        blocks: dict[str, nn.Module] = {}
+        self.tap_channels = {}
+        current: list[nn.Module] = []
+        c_in, size = width * int(layout[0]), image_size
+        for item in layout[1:]:
+            if item == "M":
+                if size > 1:
+                    pool_layer = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
+                    current.append(SeqToANNContainer(pool_layer))
+                    size //= 2
+                name = f"block{len(blocks) + 1}"
+                blocks[name] = nn.Sequential(*current)
+                self.tap_channels[name] = c_in
+                current = []
+                continue
+            c_out = width * int(item)
+            current += [conv_bn(c_in, c_out, 3, 1), activation()]
+            c_in = c_out
+        self.body = nn.ModuleDict(blocks)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+
+class VGGArgs(ModelArgs):
+    """`student.arch: vgg`: `depth` one of 5, 7, 11, 13, 16, 19; base `width` (VGG's 64 channels = `width`)."""
+
+    depth: int = 11
+    width: Annotated[int, Field(ge=1)] = 16
+
+    @field_validator("depth")
+    @classmethod
+    def _supported(cls, depth: int) -> int:
+        try:
+            vgg_layout(depth)
+        except HarnessInputError as exc:
+            raise ValueError(str(exc)) from None
+        return depth
+
+    def build(self, *, in_channels, num_classes, image_size, activation, pool="max") -> VGG:
+        return VGG(self.depth, self.width, in_channels, num_classes, image_size, activation, pool)

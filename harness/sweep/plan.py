@@ -1,0 +1,117 @@
+"""A validated sweep: per method its resolved `TrialConfig`, its dims and its capabilities.
+
+The plan is the one place a sweep's trial configs come from: the driver (callback, final stage)
+and the workers both call `MethodPlan.trial_config`. It is also what `--resume` must find
+unchanged (`plan.json` in the sweep's folder).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import Distribution, SpaceFile, TrialConfig, flatten, load_space, resolve_trial_config, trial_config
+from harness.contract import Capabilities
+from harness.errors import HarnessInputError
+from harness.registry import METHODS
+
+PLAN_FILE = "plan.json"  # the resolved plan of the sweep in its folder; --resume must match it
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """What the sweep runs for one method.
+
+    Attributes:
+        method: The method's registered name.
+        config: Its resolved fixed config (the space's `fixed`, `eval` and `--set`).
+        dims: The searched dimensions it samples: those of `space:` in the sections it reads.
+        capabilities: What the method declares (teacher, training T, report rows).
+    """
+
+    method: str
+    config: TrialConfig
+    dims: dict[str, Distribution]
+    capabilities: Capabilities
+
+    def trial_config(self, values: Mapping[str, Any]) -> TrialConfig:
+        """The config of one trial: `config` with `values` (sampled dims; seed and T of a final run)."""
+        return trial_config({**self.config.flat(), **values})
+
+    def sampler_dims(self) -> dict[str, dict[str, Any]]:
+        """`dims` in the YAML form the sampler reads."""
+        return {key: dist.as_dict() for key, dist in self.dims.items()}
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep: the space file and one `MethodPlan` per method, in the file's order."""
+
+    space: SpaceFile
+    source: str
+    methods: tuple[MethodPlan, ...]
+
+    def of(self, method: str) -> MethodPlan:
+        """The plan of `method`."""
+        return next(plan for plan in self.methods if plan.method == method)
+
+    def record(self) -> dict[str, Any]:
+        """What the sweep's trials are made of, as JSON values: per method its config and dims,
+        and the search settings."""
+        record = {
+            "methods": {
+                p.method: {"config": p.config.model_dump(mode="json"), "dims": p.sampler_dims()} for p in self.methods
+            },
+            "search": self.space.search.model_dump(mode="json"),
+        }
+        return json.loads(json.dumps(record, default=str))
+
+
+def search_budget(plan: MethodPlan, space: SpaceFile) -> int:
+    """Search trials of a method: `search.num_samples`, or one when it samples nothing."""
+    return space.search.num_samples if plan.dims else 1
+
+
+def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> SweepPlan:
+    """Validates a space file for a sweep; every defect raises a one-line HarnessInputError."""
+    space = load_space(path)
+    plans = []
+    for name in space.methods:
+        config = resolve_trial_config(space, method=name, overrides=overrides or [], source=str(path))
+        method = METHODS.get(name)
+        method.preflight(config)
+        read = config.read_sections()
+        dims = {key: dist for key, dist in space.space.items() if key.split(".")[0] in read}
+        plans.append(MethodPlan(name, config, dims, method.capabilities))
+    return SweepPlan(space, str(path), tuple(plans))
+
+
+def check_same_plan(plan: SweepPlan, folder: Path) -> None:
+    """Refuses to continue the sweep in `folder` with another plan than the one it started with
+    (another space file or `--set`): its searcher and trials were made from the first.
+
+    Raises:
+        HarnessInputError: naming the first setting that differs.
+    """
+    path = folder / PLAN_FILE
+    if not path.exists():
+        return
+    before, now = flatten(json.loads(path.read_text())), flatten(plan.record())
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            raise HarnessInputError(
+                f"{plan.source}: {key} is {now.get(key)!r}, but the sweep in {folder} started with "
+                f"{before.get(key)!r}; resume it with the same space and --set, or remove that folder to start again"
+            )
+
+
+def record_plan(plan: SweepPlan, folder: Path) -> None:
+    """Writes `plan.json` into `folder` once (the first start of the sweep)."""
+    path = folder / PLAN_FILE
+    if not path.exists():
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(plan.record(), indent=1, sort_keys=True))
+        scratch.replace(path)
