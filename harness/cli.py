@@ -1,4 +1,8 @@
-"""The `harness` command line. Exit codes (DESIGN §4): 0 success, 2 bad input, 1 anything else."""
+"""The `harness` command line. Exit codes (DESIGN §4): 0 success, 2 bad input, 1 anything else.
+
+Each subcommand imports what it needs when it runs: `harness report` never loads the config
+schema, the training stack or Ray.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from harness.config import load_space, parse_override, resolve_trial_config
 from harness.errors import HarnessInputError, TrialFailed
 
 if TYPE_CHECKING:
@@ -117,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """`harness train`: validate everything, then one trial logged as one MLflow run."""
     from harness import contract
+    from harness.config import load_space, parse_override, resolve_trial_config
     from harness.data import check_dataset
     from harness.registry import METHODS
     from harness.teacher import teacher_identity
@@ -165,6 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _checked_plan(args: argparse.Namespace):
+    from harness.config import parse_override
     from harness.data import check_dataset
     from harness.sweep.plan import plan_sweep
 

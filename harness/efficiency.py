@@ -8,8 +8,9 @@ layer at inference and costs nothing. Energy uses the 45 nm figures common in th
 literature: 0.9 pJ per AC, 4.6 pJ per MAC.
 
 Counts are kept per time step, so one run at T_max yields the figures at every T <= T_max.
-The stem convolution sees the static image once per sample (direct encoding repeats its
-output), so its MACs are counted once, at step 1.
+Under the direct encoding the stem convolution sees the static image once per sample (a
+one-step input whose output is repeated), so its MACs are counted once, at step 1; a spiking
+encoding (`poisson`) feeds it spikes at every step, counted as ACs per step.
 """
 
 from __future__ import annotations

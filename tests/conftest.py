@@ -58,7 +58,7 @@ def write_distribution(site: Path, name: str, entry_points: dict[str, dict[str, 
 @pytest.fixture
 def install_plugin(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """`install_plugin(name, entry_points, modules)`: a real distribution on this process's path
-    (and, through PYTHONPATH, on a subprocess's: pass `plugin_env(site)`), found by entry points;
+    (subprocesses: `plugin_subprocess_env`), found by entry points;
     removed again after the test."""
     import importlib
 
@@ -110,10 +110,27 @@ def nan_method(install_plugin) -> str:
     return "nan_test"
 
 
-def plugin_env(site: Path) -> dict[str, str]:
+def _plugin_env(site: Path) -> dict[str, str]:
     """The environment of a subprocess (and the Ray workers it starts) that sees the plugins in `site`."""
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def plugin_env() -> Callable[[Path], dict[str, str]]:
+    """`plugin_env(site)`: the environment of a subprocess that sees the distributions installed in `site`."""
+    return _plugin_env
+
+
+@pytest.fixture
+def plugin_subprocess_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """`plugin_subprocess_env(name, entry_points, modules)`: installs a distribution (as
+    `install_plugin` does) into a folder only subprocesses see; returns their environment."""
+
+    def make(name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> dict[str, str]:
+        return _plugin_env(write_distribution(tmp_path / "subprocess-site", name, entry_points, modules))
+
+    return make
 
 
 @pytest.fixture(autouse=True)

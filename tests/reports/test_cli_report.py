@@ -92,3 +92,31 @@ def test_a_rebuild_replaces_the_report(written_store: str, workdir: Path) -> Non
     assert not (workdir / "report" / "stale.txt").exists()
     assert "# Report: complete" in (workdir / "report" / "report.md").read_text()
     assert [p.name for p in workdir.iterdir()] == ["report"]
+
+
+NEVER_IMPORTED = ("ray", "torch", "spikingjelly", "optuna", "harness.trial", "harness.methods", "harness.config")
+
+WITHOUT_TRAINING_STACK = """
+import sys
+from harness.cli import main
+
+code = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if any(m == name or m.startswith(name + ".") for name in {names!r}))
+print("LOADED", ",".join(loaded))
+sys.exit(code)
+"""
+
+
+def test_report_runs_in_a_process_that_never_imports_ray_or_the_training_stack(
+    written_store: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    script = WITHOUT_TRAINING_STACK.format(names=NEVER_IMPORTED)
+    command = [sys.executable, "-c", script, "report", "--experiment", "complete", "--tracking-uri", written_store]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "runs" / "complete" / "report" / "report.md").exists()
+    (loaded,) = [line for line in result.stdout.splitlines() if line.startswith("LOADED")]
+    assert loaded == "LOADED ", f"harness report imported: {loaded}"
