@@ -20,14 +20,14 @@ family (a `harness.config.ModelArgs` subclass) validates its own `args`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import Tensor, nn
 
-from harness.config import describe_error
+from harness.config import ModelArgs, describe_error
 from harness.errors import HarnessInputError
 from harness.models.encoders import DirectEncoding, Encoder
 from harness.models.recompute import run_recomputed
@@ -104,6 +104,36 @@ class SpikingNetwork(nn.Module):
     def feature_channels(self) -> dict[str, int]:
         """Channel count of each feature tap (for KD adapters)."""
         return {**self.tap_channels, "pool": self.classifier.in_features}
+
+
+class DepthWidthArgs(ModelArgs):
+    """Arguments of a CNN family sized by a `depth` it has a layout for and a base `width`.
+
+    A subclass names its `network` class (built as `network(depth, width, in_channels,
+    num_classes, image_size, activation, pool)`), its `layout(depth)` (which raises
+    HarnessInputError for a depth it lacks) and its default `depth`.
+    """
+
+    depth: int
+    width: Annotated[int, Field(ge=1)] = 16
+    network: ClassVar[type[SpikingNetwork]]
+
+    @classmethod
+    def layout(cls, depth: int) -> object:
+        """The family's layout of `depth`; raises HarnessInputError if it has none."""
+        raise NotImplementedError
+
+    @field_validator("depth")
+    @classmethod
+    def _supported(cls, depth: int) -> int:
+        try:
+            cls.layout(depth)
+        except HarnessInputError as exc:
+            raise ValueError(str(exc)) from None
+        return depth
+
+    def build(self, *, in_channels, num_classes, image_size, activation, pool="max") -> SpikingNetwork:
+        return self.network(self.depth, self.width, in_channels, num_classes, image_size, activation, pool)
 
 
 def list_models() -> list[str]:

@@ -7,14 +7,10 @@ deep networks also fit 8x8 inputs.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from harness.config import ModelArgs
 from harness.errors import HarnessInputError
-from harness.models.base import ActivationFactory, SpikingNetwork, conv_bn
+from harness.models.base import ActivationFactory, DepthWidthArgs, SpikingNetwork, conv_bn
 
 _LAYOUTS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -82,20 +78,12 @@ class ResNet(SpikingNetwork):
         return list(stage)
 
 
-class ResNetArgs(ModelArgs):
+class ResNetArgs(DepthWidthArgs):
     """`student.arch: resnet` (or `teacher.arch`): `depth` 18, 34 or 6n+2; base `width` in channels."""
 
     depth: int = 8
-    width: Annotated[int, Field(ge=1)] = 16
+    network = ResNet
 
-    @field_validator("depth")
     @classmethod
-    def _supported(cls, depth: int) -> int:
-        try:
-            resnet_layout(depth)
-        except HarnessInputError as exc:
-            raise ValueError(str(exc)) from None
-        return depth
-
-    def build(self, *, in_channels, num_classes, image_size, activation, pool="max") -> ResNet:
-        return ResNet(self.depth, self.width, in_channels, num_classes, image_size, activation, pool)
+    def layout(cls, depth: int) -> object:
+        return resnet_layout(depth)

@@ -6,15 +6,11 @@ pooling. A pooling step at a 1x1 feature map is dropped, so every depth fits 8x8
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, field_validator
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import nn
 
-from harness.config import ModelArgs
 from harness.errors import HarnessInputError
-from harness.models.base import ActivationFactory, SpikingNetwork, conv_bn
+from harness.models.base import ActivationFactory, DepthWidthArgs, SpikingNetwork, conv_bn
 
 # Standard VGG convolution layouts in units of 64 channels; "M" is a 2x2 pooling.
 _LAYOUTS: dict[int, list[int | str]] = {
@@ -75,20 +71,12 @@ class VGG(SpikingNetwork):
         self.classifier = nn.Linear(c_in, num_classes)
 
 
-class VGGArgs(ModelArgs):
+class VGGArgs(DepthWidthArgs):
     """`student.arch: vgg`: `depth` one of 5, 7, 11, 13, 16, 19; base `width` (VGG's 64 channels = `width`)."""
 
     depth: int = 11
-    width: Annotated[int, Field(ge=1)] = 16
+    network = VGG
 
-    @field_validator("depth")
     @classmethod
-    def _supported(cls, depth: int) -> int:
-        try:
-            vgg_layout(depth)
-        except HarnessInputError as exc:
-            raise ValueError(str(exc)) from None
-        return depth
-
-    def build(self, *, in_channels, num_classes, image_size, activation, pool="max") -> VGG:
-        return VGG(self.depth, self.width, in_channels, num_classes, image_size, activation, pool)
+    def layout(cls, depth: int) -> object:
+        return vgg_layout(depth)
