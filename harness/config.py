@@ -177,8 +177,10 @@ def _identifier(name: str) -> str:
 
 def _model_section(value: Any, handler: ValidatorFunctionWrapHandler, defaults: Mapping[str, Any], teacher: bool):
     """Validates `student.*` / `teacher.*` with the family `arch` names."""
-    if isinstance(value, ModelArgs):
+    if isinstance(value, ModelArgs) and (isinstance(value, TeacherTraining) or not teacher):
         return value
+    if isinstance(value, ModelArgs):  # a family's arguments given as a teacher's: add the training keys
+        value = value.model_dump()
     if not isinstance(value, Mapping):
         return handler(value)  # pydantic's own "expected a mapping" error
     arch = value.get("arch", defaults["arch"])

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.errors import TrialFailed
 from harness.trial import train
@@ -77,3 +78,48 @@ def test_nan_loss_stops_the_trial(nan_method: str, make_config, teacher_cache: P
     config = make_config(nan_method)
     with pytest.raises(TrialFailed, match="loss became NaN or infinite in epoch 1"):
         train(config, teacher_cache=teacher_cache, log=lambda _: None)
+
+
+PER_T_CURVE = '''
+from baselines.direct import DirectMethod
+from harness.contract import Capabilities
+
+
+class PerTDirect(DirectMethod):
+    """Direct training that says its curve cannot be read off one run."""
+
+    capabilities = Capabilities(curve_from_one_run=False)
+'''
+
+
+def test_a_curve_measured_per_t_equals_the_one_run_curve(install_plugin, make_config, teacher_cache: Path) -> None:
+    """`curve_from_one_run=False` evaluates every T separately; on a causal network both agree."""
+    install_plugin("per-t", {"methods": {"per_t_direct": "per_t:PerTDirect"}}, {"per_t.py": PER_T_CURVE})
+    one_run = train(make_config("direct"), teacher_cache=teacher_cache, log=lambda _: None)
+    per_t = train(make_config("per_t_direct"), teacher_cache=teacher_cache, log=lambda _: None)
+    curve = [f"timestep/{t}" for t in make_config().eval.time_steps]
+    assert [per_t[k] for k in curve] == [one_run[k] for k in curve]
+    assert per_t["test_accuracy"] == one_run["test_accuracy"]
+
+
+@pytest.mark.parametrize("method", ["direct", "conversion"])
+def test_a_poisson_encoded_trial_trains_and_is_measured(method: str, make_config, teacher_cache: Path) -> None:
+    config = make_config(method, **{"encoding.name": "poisson", "train.epochs": 1})
+    metrics = train(config, teacher_cache=teacher_cache, log=lambda _: None)
+    assert _expected_metric_names(config) - {"train_seconds"} <= set(metrics)
+    assert metrics["acs"] > 0  # spikes in, accumulates counted from the stem on
+
+
+def test_conversion_trains_its_ann_on_what_the_encoding_carries(make_config, teacher_cache: Path) -> None:
+    from harness.data import load_dataset
+    from harness.methods import TrialContext, create_method
+    from harness.models.encoders import DirectEncoding, PoissonEncoding, RateEncoding
+
+    data = load_dataset("digits")
+    for name, ann_encoding, snn_encoding in (("direct", DirectEncoding, DirectEncoding),
+                                             ("poisson", RateEncoding, PoissonEncoding)):  # fmt: skip
+        config = make_config("conversion", **{"encoding.name": name})
+        ctx = TrialContext(config, data, torch.device("cpu"), teacher_cache, lambda _: None)
+        method = create_method("conversion", ctx)
+        assert type(method.ann.encoder) is ann_encoding
+        assert type(method.network().encoder) is snn_encoding
