@@ -11,11 +11,12 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.errors import HarnessInputError, TrialFailed
 
 if TYPE_CHECKING:
+    from harness.config import SpaceFile, TrialConfig
     from harness.sweep.run import SweepOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,14 +29,70 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
+EXIT_CODES = """exit codes:
+  0  success
+  2  bad input (space file, flags, --set, missing dataset files): one line naming the file and
+     field or --set KEY; no traceback, nothing started or written
+  1  anything else (a failed trial, a crash)
+  130  interrupted (Ctrl-C)"""
+
+
+def _epilog(*examples: str, codes: str = EXIT_CODES) -> str:
+    return "examples:\n" + "".join(f"  {line}\n" for line in examples) + "\n" + codes
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, summary: str, description: str, *examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help has its description, examples and the exit codes."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=_epilog(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+class _Version(argparse.Action):
+    """`--version`: computed only when asked for (it may run git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
+        print(f"harness {version_string()}")
+        parser.exit(EXIT_OK)
+
+
+def version_string() -> str:
+    """`0.1.0 (git 1a2b3c4, dirty)`: the installed version, and the commit in a git checkout."""
+    from harness.provenance import source
+
+    return source().describe()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `harness` argument parser with its subcommands."""
     parser = _Parser(
-        prog="harness", description="Benchmark KD into spiking networks against direct training and conversion."
+        prog="harness",
+        description="Benchmark KD into spiking networks against direct training and conversion.",
+        epilog=EXIT_CODES + "\n\nRun `harness COMMAND --help` for a command's flags and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print the version (and git commit) and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="run one trial from a space file's fixed values, without Ray")
+    train = _command(
+        commands,
+        "train",
+        "run one trial from a space file's fixed values, without Ray",
+        "Run one trial (teacher included, when the method needs one) from a space file's `fixed`\n"
+        "values and `eval` block plus --set overrides, without Ray; log it as one MLflow run and\n"
+        "print its metrics.",
+        "harness train --space search_spaces/kd.yaml --method kd --set dataset.name=digits --set train.epochs=3",
+        "harness train --space search_spaces/kd.yaml --method direct --set snn.time_steps=2",
+    )
     train.add_argument("--space", required=True, type=Path, help="search-space YAML file")
     train.add_argument("--method", help="method to run (default: the file's first method)")
     train.add_argument(
@@ -51,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--teacher-cache", type=Path, help="teacher cache folder (default: runs/teacher_cache)")
     train.set_defaults(handler=run_train)
 
-    sweep = commands.add_parser("sweep", help="search every method's space (Optuna on Ray Tune), every trial in MLflow")
+    sweep = _command(
+        commands,
+        "sweep",
+        "search every method's space (Optuna on Ray Tune), every trial in MLflow",
+        "Search each method of a space file with Optuna on Ray Tune (ASHA stopping weak trials),\n"
+        "retrain each method's best configuration over new seeds, log every trial to MLflow and\n"
+        "build the report. Checks everything `harness validate` checks before anything starts.",
+        "harness sweep --space search_spaces/smoke.yaml",
+        "harness sweep --space search_spaces/smoke.yaml --resume",
+        "harness sweep --space search_spaces/kd.yaml --address auto --tracking-uri http://head:5000",
+    )
     sweep.add_argument("--space", required=True, type=Path, help="search-space YAML file")
     _add_set(sweep)
     sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
@@ -66,13 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same space")
     sweep.set_defaults(handler=run_sweep_command)
 
-    ui = commands.add_parser("ui", help="serve the MLflow UI for a store (127.0.0.1 unless --host says otherwise)")
+    ui = _command(
+        commands,
+        "ui",
+        "serve the MLflow UI for a store (127.0.0.1 unless --host says otherwise)",
+        "Serve the MLflow UI for the store the other commands write (./mlflow.db by default),\n"
+        "on this machine only unless --host says otherwise.",
+        "harness ui",
+        "harness ui --tracking-uri runs.db --port 5001",
+    )
     ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=run_ui)
 
-    report = commands.add_parser("report", help="tables (md/tex/csv), figures (png/pdf) and report.md of an experiment")
+    report = _command(
+        commands,
+        "report",
+        "tables (md/tex/csv), figures (png/pdf) and report.md of an experiment",
+        "Build an experiment's report from its MLflow runs: accuracy, time-step and noise tables\n"
+        "(Markdown, LaTeX, CSV), figures (PNG, PDF) and report.md. Needs neither Ray nor torch.",
+        "harness report --experiment smoke-digits",
+        "harness report --experiment kd-mnist5k --out runs/kd-mnist5k/report --reference direct",
+    )
     report.add_argument("--experiment", required=True, help="MLflow experiment (a sweep's space name)")
     report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
     report.add_argument("--out", type=Path, help="report folder (default: runs/<experiment>/report)")
@@ -81,15 +164,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=run_report)
 
-    validate = commands.add_parser("validate", help="check a space file and print the plan; runs nothing")
-    validate.add_argument("space", type=Path, help="search-space YAML file")
+    validate = _command(
+        commands,
+        "validate",
+        "check a space file and print the plan; runs nothing",
+        "Check a space file (and --set overrides) as `harness sweep` does, dataset files included,\n"
+        "and print the plan: per method its trials and searched keys. Runs and writes nothing.",
+        "harness validate search_spaces/smoke.yaml",
+        "harness validate --space search_spaces/cifar10-paper.yaml --set dataset.root=~/data",
+    )
+    validate.add_argument("space", nargs="?", type=Path, help="search-space YAML file (or --space FILE)")
+    validate.add_argument("--space", dest="space_option", type=Path, metavar="FILE", help="the same, as a flag")
     _add_set(validate)
     validate.set_defaults(handler=run_validate)
 
-    plugins = commands.add_parser(
-        "plugins", help="list every method, model, dataset, noise and encoding with the distribution providing it"
+    plugins = _command(
+        commands,
+        "plugins",
+        "list every method, model, dataset, noise and encoding with the distribution providing it",
+        "List every registered method, model family, dataset, noise and input encoding with the\n"
+        "distribution and entry point that provide it; exit 2 if one of them is broken.",
+        "harness plugins",
     )
     plugins.set_defaults(handler=run_plugins)
+
+    keys = _command(
+        commands,
+        "keys",
+        "list every dotted key (fixed:, --set, space:) with its type, default and owner",
+        "List every key a space file or --set accepts: the harness's sections, each model family's\n"
+        "arguments under student.* and teacher.*, each method's own section (a plugin's too) and\n"
+        "the space file's search.* and resources.*, with type, default and who adds the key.",
+        "harness keys",
+        "harness keys | grep '^kd\\.'",
+    )
+    keys.set_defaults(handler=run_keys)
     return parser
 
 
@@ -121,7 +230,7 @@ def run_train(args: argparse.Namespace) -> int:
     """`harness train`: validate everything, then one trial logged as one MLflow run."""
     from harness import contract
     from harness.config import load_space, parse_override, resolve_trial_config
-    from harness.data import check_dataset
+    from harness.progress import TrainProgress
     from harness.registry import METHODS
     from harness.teacher import teacher_identity
     from harness.tracking import TrackedRun
@@ -130,7 +239,7 @@ def run_train(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     overrides = [parse_override(text) for text in args.overrides]
     config = resolve_trial_config(space, method=args.method, overrides=overrides, source=str(args.space))
-    check_dataset(config.dataset.name, root=config.dataset.root, download=config.dataset.download)
+    _check_dataset(config, space, overrides, str(args.space))
     method = METHODS.get(config.method)
     method.preflight(config)
 
@@ -150,8 +259,16 @@ def run_train(args: argparse.Namespace) -> int:
     def report(metrics: dict[str, float], epoch: int, method: object) -> None:
         run.log_metrics(metrics, step=epoch)
 
-    try:
-        metrics = train(config, report=report, teacher_cache=args.teacher_cache)
+    try:  # a bar over epochs and batches on a terminal (stderr), else one line per epoch
+        with TrainProgress(config.train.epochs, label=config.method) as progress:
+            metrics = train(
+                config,
+                report=report,
+                teacher_cache=args.teacher_cache,
+                log=progress.write,
+                on_batch=progress.on_batch,
+                describe=run.log_provenance,
+            )
     except TrialFailed as exc:
         run.finish("FAILED", str(exc))
         print(f"harness: trial failed: {exc}", file=sys.stderr)
@@ -170,20 +287,42 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _checked_plan(args: argparse.Namespace):
     from harness.config import parse_override
-    from harness.data import check_dataset
     from harness.sweep.plan import plan_sweep
 
-    plan = plan_sweep(args.space, [parse_override(text) for text in args.overrides])
+    overrides = [parse_override(text) for text in args.overrides]
+    plan = plan_sweep(args.space, overrides)
     for method in plan.methods:
-        dataset = method.config.dataset
-        check_dataset(dataset.name, root=dataset.root, download=dataset.download)
+        _check_dataset(method.config, plan.space, overrides, str(args.space))
     return plan
 
 
+def _check_dataset(config: TrialConfig, space: SpaceFile, overrides: list[tuple[str, Any]], source: str) -> None:
+    """`harness.data.check_dataset` for a trial's dataset; its error names where the offending
+    key was given: `--set dataset.root`, or `<file>: fixed.dataset.name`, ..."""
+    from harness.config import config_origins, origin_label
+    from harness.data import check_dataset
+
+    dataset = config.dataset
+    try:
+        check_dataset(dataset.name, root=dataset.root, download=dataset.download)
+    except HarnessInputError as exc:
+        origin = config_origins(space, method=config.method, overrides=overrides, source=source)
+        keys = ["dataset.root", "dataset.name"] if dataset.root is not None else ["dataset.name"]
+        flags = [key for key in (*keys, "dataset.download") if origin_label(origin, key, "").startswith("--set ")]
+        key = (flags or keys)[0]  # what the command line changed, else the root (or the name) the file gives
+        raise HarnessInputError(f"{origin_label(origin, key, f'{source}: {key}')}: {exc}") from None
+
+
 def run_validate(args: argparse.Namespace) -> int:
-    """`harness validate FILE`: everything `harness sweep` checks, then the plan; runs nothing."""
+    """`harness validate FILE` (or `--space FILE`): everything `harness sweep` checks, then the
+    plan; runs nothing."""
     from harness.sweep.final import describe_plan
 
+    if (args.space is None) == (args.space_option is None):
+        raise HarnessInputError(
+            "validate: give the space file once: harness validate FILE or harness validate --space FILE"
+        )
+    args.space = args.space or args.space_option
     print(describe_plan(_checked_plan(args)))
     return EXIT_OK
 
@@ -211,6 +350,21 @@ def run_plugins(args: argparse.Namespace) -> int:
 
 
 _PLUGIN_HEADER = ("kind", "name", "distribution", "entry point", "status")
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """`harness keys`: every dotted key with its type, default and owner; exit 2 if a plugin is broken."""
+    from harness.config import key_table
+
+    rows, broken = key_table()
+    header = ("key", "type", "default", "owner")
+    table = [header, *((key, kind, default, f"({owner})") for key, kind, default, owner in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if broken:
+        raise HarnessInputError(broken[0] + (f" ({len(broken) - 1} more broken)" if len(broken) > 1 else ""))
+    return EXIT_OK
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
@@ -241,7 +395,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     )
     if report is not None:
         print(f"Report: {report} (also logged to the parent run's artifacts under report/)")
-    print(f"Open the MLflow UI with: harness ui --tracking-uri {options.tracking_uri}  (then http://127.0.0.1:5000)")
+    from harness.ui_links import sweep_ui_lines  # links to the final runs and each method's compare page
+
+    print("\n".join(sweep_ui_lines(options.tracking_uri, options.experiment)), flush=True)
+    if summary["missing"]:  # the report says so too, in its "Missing" section
+        for line in summary["missing"]:
+            print(f"harness: missing: {line}", file=sys.stderr)
+        print(
+            f"harness: {len(summary['missing'])} planned final run(s) did not finish "
+            "(listed above and in the report's Missing section)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -284,6 +449,7 @@ def run_ui(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
 
+    from harness import ui_links
     from harness.tracking import absolute_tracking_uri
 
     uri = absolute_tracking_uri(args.tracking_uri)
@@ -292,6 +458,7 @@ def run_ui(args: argparse.Namespace) -> int:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    print("\n".join(ui_links.ui_lines(uri, args.host, args.port)), flush=True)  # before the server starts
     return subprocess.run(command, check=False).returncode
 
 

@@ -22,11 +22,13 @@ defect becomes a one-line `HarnessInputError` naming the file (or `--set KEY`) a
 
 from __future__ import annotations
 
+import copy
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -40,6 +42,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from harness.errors import HarnessInputError, PluginError
 from harness.registry import DATASETS, ENCODERS, METHODS, MODELS, NOISES, Registry
@@ -66,6 +69,47 @@ class Section(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite_values(self) -> Section:
+        # `allow_inf_nan=False` covers fields typed `float`; this covers every other way a float
+        # gets in (fields typed `Any`, `dict[str, Any]`, a categorical's choices, a plugin's
+        # section that allows inf/nan for its own fields).
+        for name in type(self).model_fields:
+            found = _non_finite(getattr(self, name), (name,))
+            if found is not None:
+                raise _error_at(found[0], found[1], "finite_number")
+        return self
+
+
+def _non_finite(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], float] | None:
+    """The first non-finite float in `value` (mappings, sequences, non-Section models) and its path."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, Section):  # it checked itself when it was made
+        return None
+    if isinstance(value, BaseModel):
+        items: Iterable[tuple[Any, Any]] = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, (*path, key if isinstance(key, (str, int)) else str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+def _error_at(loc: tuple[str | int, ...], value: Any, kind: str = "value_error", message: str = "") -> ValidationError:
+    """A ValidationError at `loc` (relative to the model being validated), to raise from a
+    validator: pydantic prefixes the location of the field or model it validates."""
+    detail: InitErrorDetails = {"type": kind, "loc": loc, "input": value}
+    if kind == "value_error":
+        detail["ctx"] = {"error": ValueError(message)}
+    return ValidationError.from_exception_data("config", [detail])
 
 
 def _lookup(registry: Registry[Any], name: str) -> str:
@@ -257,13 +301,15 @@ class EvalConfig(Section):
     def _known_noise(cls, noise: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
         from harness.noise import check_level
 
+        # Errors at `eval.noise.<name>`, so a message names the `--set eval.noise.<name>` (or
+        # the file's key) that brought the offending noise.
         for name, levels in noise.items():
-            _lookup(NOISES, name)
-            for level in levels:
-                try:
+            try:
+                _lookup(NOISES, name)
+                for level in levels:
                     check_level(name, level)
-                except HarnessInputError as exc:
-                    raise ValueError(str(exc)) from None
+            except (ValueError, HarnessInputError) as exc:
+                raise _error_at((name,), levels, message=str(exc)) from None
         return noise
 
 
@@ -483,9 +529,18 @@ class SpaceFile(Section):
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
         if not methods:
             raise ValueError("expected at least one method")
-        for name in methods:
+        for index, name in enumerate(methods):
+            if name in methods[:index]:
+                raise _error_at((index,), name, message=f"{name!r} is listed twice")
             _lookup(METHODS, name)
         return methods
+
+    @field_validator("fixed", "space")
+    @classmethod
+    def _no_method_key(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if "method" in values:  # each trial's method is one of `methods`, never a value to fix or search
+            raise _error_at(("method",), values["method"], message="the methods to run are listed under `methods`")
+        return values
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -503,6 +558,14 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _DICT_LEAVES = {"eval.noise"}
 
 
+class _KeyClash(HarnessInputError):
+    """A dotted key used both as a value and as a section (`unflatten`)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
+
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Dotted keys to nested dicts; a key that is both a leaf and a section is an error."""
     tree: dict[str, Any] = {}
@@ -512,9 +575,9 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise HarnessInputError(f"{dotted}: {'.'.join(parents)} is a value, not a section")
+                raise _KeyClash(dotted, f"{'.'.join(parents)} is a value, not a section")
         if isinstance(node.get(leaf), dict) and not isinstance(value, Mapping):
-            raise HarnessInputError(f"{dotted}: is a section; set one of its keys instead")
+            raise _KeyClash(dotted, "is a section; set one of its keys instead")
         node[leaf] = value
     return tree
 
@@ -524,14 +587,84 @@ def trial_config(flat: Mapping[str, Any]) -> TrialConfig:
     return TrialConfig.of(unflatten(flat))
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping key given twice in one mapping (`StrictSafeLoader`).
+
+    Attributes:
+        key: The key, as written.
+        parents: The dotted path of the mapping that holds it ("" at the top).
+        line: The 1-based line of the second occurrence; `first_line` that of the first.
+    """
+
+    def __init__(self, key: Any, parents: str, key_node: yaml.Node, first: yaml.Node) -> None:
+        self.key, self.parents = key, parents
+        self.line, self.first_line = key_node.start_mark.line + 1, first.start_mark.line + 1
+        super().__init__(None, None, self.describe(), key_node.start_mark)
+
+    def describe(self, lines: bool = True) -> str:
+        """`duplicate key 'train.epochs' in fixed (first at line 5)`."""
+        where = f" in {self.parents}" if self.parents else ""
+        first = f" (first at line {self.first_line})" if lines and self.first_line != self.line else ""
+        return f"duplicate key {str(self.key)!r}{where}{first}"
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (the same safe tags and types) that refuses a key given twice in one
+    mapping, at any depth, instead of keeping the last value silently (`DuplicateKeyError`).
+    A key that overrides one brought in by a merge (`<<: *defaults`) is fine, as YAML intends."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_unique_keys(node, (), set())
+        return super().construct_document(node)
+
+    def _check_unique_keys(self, node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._check_unique_keys(item, (*path, str(index)), seen)
+        elif isinstance(node, yaml.MappingNode):
+            keys: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self._check_unique_keys(value_node, path, seen)
+                    continue
+                label = "?"  # a sequence or mapping as a key: the constructor refuses it (unhashable)
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = self.construct_object(key_node, deep=True)  # typed: `1` and `'1'` differ
+                    try:
+                        if key in keys:
+                            raise DuplicateKeyError(key, ".".join(path), key_node, keys[key])
+                        keys[key] = key_node
+                    except TypeError:  # unhashable: the constructor says so in its own words
+                        pass
+                    label = str(key)
+                self._check_unique_keys(value_node, (*path, label), seen)
+
+
+def read_yaml(text: str) -> Any:
+    """`text` as YAML, read with `StrictSafeLoader`.
+
+    Raises:
+        DuplicateKeyError: a mapping repeats a key.
+        yaml.YAMLError: anything else that is not valid YAML.
+    """
+    return yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parses one `--set key=value`; the value is read as YAML (`4`, `0.5`, `[1, 2]`, `true`)."""
+    """Parses one `--set key=value`; the value is read as YAML (`4`, `0.5`, `[1, 2]`, `true`),
+    strictly (`StrictSafeLoader`): a mapping that repeats a key is an error naming `--set KEY`.
+    A value that is not valid YAML is kept as the string given."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise HarnessInputError(f"--set {text!r}: expected key=value, e.g. --set kd.alpha=0.5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
+    except DuplicateKeyError as exc:
+        raise HarnessInputError(f"--set {key}: {exc.describe(lines=False)}") from None
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -576,27 +709,88 @@ def describe_error(error: Mapping[str, Any], tree: Mapping[str, Any] | None = No
     return loc, f"{error['msg']} (got {error.get('input')!r})"
 
 
+class Origin(NamedTuple):
+    """Where a dotted key of a resolved config was given.
+
+    Attributes:
+        label: What a message names: `<file>: fixed.train.lr`, `--set train.lr`, `--method`.
+        nested: Whether a deeper key may be appended to `label` (`<file>: fixed.train` + `.lr`);
+            false for what the user typed as one flag (`--set eval.noise` stays as typed).
+    """
+
+    label: str
+    nested: bool = True
+
+
+def config_origins(
+    space: SpaceFile,
+    *,
+    method: str | None = None,
+    overrides: Iterable[tuple[str, Any]] = (),
+    source: str = "space file",
+) -> dict[str, Origin]:
+    """Where each dotted key `resolve_trial_config` merges comes from (the same arguments):
+    the file's `fixed` and `eval` blocks, `--method` and `--set`, the later winning."""
+    origin = {key: Origin(f"{source}: fixed.{key}") for key in space.fixed}
+    origin.update((key, Origin(f"{source}: {key}")) for key in flatten(space.eval, "eval."))
+    origin["method"] = Origin("--method", nested=False) if method else Origin(f"{source}: methods")
+    origin.update((key, Origin(f"--set {key}", nested=False)) for key, _ in overrides)
+    return origin
+
+
+def origin_label(origin: Mapping[str, Origin], dotted: str, default: str) -> str:
+    """What a message about `dotted` names: the most specific given key at or above it
+    (`--set train.lr` for `train.lr`; `<file>: fixed.train.lr` for a `fixed: {train: {lr: ..}}`),
+    or `default` (`<file>: <dotted>`, say) when the value is a default."""
+    given = _given_at(origin, dotted)
+    if given is None:
+        return default
+    found = origin[given]
+    return found.label + (dotted[len(given) :] if found.nested and len(given) < len(dotted) else "")
+
+
+def _given_at(origin: Mapping[str, Origin], dotted: str) -> str | None:
+    """The longest key of `origin` that is `dotted` or a section above it; else a key below it
+    (`--set train.lr.x=5` made `train.lr` a mapping), a flag before the file."""
+    matches = [key for key in origin if dotted == key or dotted.startswith(key + ".")]
+    if matches:
+        return max(matches, key=len)
+    below = sorted((key for key in origin if key.startswith(dotted + ".")), key=lambda key: origin[key].nested)
+    return below[0] if below else None
+
+
 def _one_line(
     where: str,
     error: ValidationError,
-    origin: Mapping[str, str] | None = None,
+    origin: Mapping[str, Origin] | None = None,
     tree: Mapping[str, Any] | None = None,
 ) -> str:
-    """The first validation error as `<where>: <dotted key>: <what was expected>`."""
+    """The first validation error as `<where>: <dotted key>: <what was expected>`, or, with
+    `origin`, as `<the source of that key>: <what was expected>`."""
     loc, message = describe_error(error.errors()[0], tree)
-    if origin is not None:
-        for dotted, source in origin.items():
-            if loc == dotted or loc.startswith(dotted + "."):
-                return f"{source}: {message}"
-    return f"{where}: {loc}: {message}"
+    if origin is None:
+        return f"{where}: {loc}: {message}"
+    label = origin_label(origin, loc, f"{where}: {loc}")
+    head = loc.split(".")[0]
+    arch = f"{head}.arch"
+    if head in ("student", "teacher") and loc != arch and arch in origin and not origin[arch].nested:
+        given = _given_at(origin, loc)
+        if given is None or origin[given].nested:
+            # A family chosen on the command line rejects an argument the file (or the family's
+            # defaults) gives: name the flag that changed the family, and where the argument is.
+            where_set = f" (given at {label})" if given is not None else ""
+            return f"{origin[arch].label}: {message}{where_set}"
+    return f"{label}: {message}"
 
 
 def load_space(path: str | Path) -> SpaceFile:
     """Reads and validates a search-space file.
 
+    The YAML is read with `StrictSafeLoader`: a key given twice in one mapping is an error.
+
     Raises:
-        HarnessInputError: the file is unreadable, not YAML, or breaks the schema; the message
-            names the file and the first offending field.
+        HarnessInputError: the file is unreadable, not YAML, repeats a key or breaks the schema;
+            the message names the file and the first offending field (or line).
     """
     path = Path(path)
     try:
@@ -604,7 +798,9 @@ def load_space(path: str | Path) -> SpaceFile:
     except OSError as exc:
         raise HarnessInputError(f"{path}: cannot read the space file ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = read_yaml(text)
+    except DuplicateKeyError as exc:
+        raise HarnessInputError(f"{path}: line {exc.line}: {exc.describe()}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -620,11 +816,11 @@ def load_space(path: str | Path) -> SpaceFile:
     resolve_trial_config(space, method=space.methods[0], source=str(path))
     for key, dist in space.space.items():
         for value in dist.values_to_check():
+            label = Origin(f"{path}: space.{key}: value {value!r} is invalid", nested=False)
             try:
-                resolve_trial_config(space, method=space.methods[0], overrides=[(key, value)], source=str(path))
-            except HarnessInputError as exc:
-                detail = str(exc).split(": ", 2)[-1]
-                raise HarnessInputError(f"{path}: space.{key}: value {value!r} is invalid: {detail}") from None
+                _resolve(space, space.methods[0], [(key, value)], str(path), {key: label})
+            except PluginError as exc:  # the value names a plugin that cannot be used
+                raise PluginError(f"{label.label}: {exc}") from None
     return space
 
 
@@ -641,29 +837,191 @@ def resolve_trial_config(
         space: The validated space file.
         method: The method to run; defaults to the first of `space.methods`.
         overrides: `(dotted key, value)` pairs, e.g. from `--set`; they win over `fixed`.
+            `method` is not one of them: `--method` (or the file's `methods`) chooses it.
         source: The file name used in error messages.
 
     Raises:
         HarnessInputError: naming `--set <key>` or `<file>: fixed.<key>` and what was expected.
     """
-    flat: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for key, value in space.fixed.items():
-        flat[key] = value
-        origin[key] = f"{source}: fixed.{key}"
-    for key, value in flatten(space.eval, "eval.").items():
-        flat[key] = value
-        origin[key] = f"{source}: {key}"
+    overrides = list(overrides)
+    for key, _ in overrides:
+        if key == "method":
+            raise HarnessInputError(
+                "--set method: choose the method with --method (harness train); a sweep runs each of the "
+                "space file's `methods`"
+            )
+    return _resolve(space, method, overrides, source, {})
+
+
+def _resolve(
+    space: SpaceFile,
+    method: str | None,
+    overrides: list[tuple[str, Any]],
+    source: str,
+    labels: Mapping[str, Origin],
+) -> TrialConfig:
+    """`resolve_trial_config`; `labels` replaces the origin of some keys in messages."""
+    flat: dict[str, Any] = dict(space.fixed)
+    flat.update(flatten(space.eval, "eval."))
     flat["method"] = method or space.methods[0]
-    origin["method"] = "--method" if method else f"{source}: methods"
-    for key, value in overrides:
-        flat[key] = value
-        origin[key] = f"--set {key}"
+    flat.update(overrides)
+    # A copy: `unflatten` merges an override such as `eval.noise.gaussian` into the mapping
+    # the file gives for `eval.noise`, which must stay as the file says for the next trial.
+    flat = copy.deepcopy(flat)
+    origin = {**config_origins(space, method=method, overrides=overrides, source=source), **labels}
     try:
         tree = unflatten(flat)
-    except HarnessInputError as exc:  # a key used both as a value and as a section
-        raise HarnessInputError(f"{source}: {exc}") from None
+    except _KeyClash as exc:  # a key used both as a value and as a section
+        raise HarnessInputError(f"{origin_label(origin, exc.key, f'{source}: {exc.key}')}: {exc.problem}") from None
     try:
         return TrialConfig.of(tree)
     except ValidationError as exc:
         raise HarnessInputError(_one_line(source, exc, origin, tree)) from None
+
+
+# -- `harness keys`: every key a file or `--set` accepts -------------------------------------------
+
+KeyRow = tuple[str, str, str, str]
+"""(dotted key, type, default, owner), as `harness keys` prints them."""
+
+_NAMED_BY_REGISTRY: dict[str, Registry[Any]] = {
+    "method": METHODS,
+    "dataset.name": DATASETS,
+    "teacher.arch": MODELS,
+    "student.arch": MODELS,
+    "encoding.name": ENCODERS,
+}
+
+
+def key_table() -> tuple[list[KeyRow], list[str]]:
+    """Every dotted key a space file's `fixed:` / `space:` or `--set` accepts, then the space
+    file's own `search.*` and `resources.*`: the core sections, each model family's arguments
+    under `student.*` / `teacher.*` (one row per family), each method's own section.
+
+    Returns:
+        The rows, and one line per plugin that does not load (its keys are missing).
+    """
+    rows: list[KeyRow] = []
+    broken: list[str] = []
+    for name, field in TrialConfig.model_fields.items():
+        if name in ("student", "teacher"):
+            defaults = STUDENT_DEFAULTS if name == "student" else TEACHER_DEFAULTS
+            rows.append((f"{name}.arch", _type_of(f"{name}.arch", str), _show(defaults["arch"]), "harness"))
+            if name == "teacher":
+                rows += _section_rows(TeacherTraining, "teacher.", "harness")
+            for family in MODELS.names():
+                try:
+                    args = MODELS.get(family)
+                except PluginError as exc:
+                    broken.append(str(exc))
+                    continue
+                given = {k: v for k, v in defaults.items() if k != "arch"} if family == defaults["arch"] else {}
+                skip = {"arch", *TeacherTraining.model_fields} if name == "teacher" else {"arch"}
+                rows += _section_rows(args, f"{name}.", _owner(MODELS, "model", family), given, skip)
+        else:
+            rows += _field_rows(name, field, "harness")
+    for method in METHODS.names():
+        try:
+            options = METHODS.get(method).options
+        except PluginError as exc:
+            broken.append(str(exc))
+            continue
+        if options is not None:
+            rows += _section_rows(options, f"{method}.", _owner(METHODS, "method", method))
+    for name in ("name", "methods", "search", "resources"):
+        rows += _field_rows(name, SpaceFile.model_fields[name], "space file")
+    return rows, broken
+
+
+def _owner(registry: Registry[Any], kind: str, name: str) -> str:
+    providers = registry.providers(name)
+    return f"{kind} {name}: {providers[0].distribution}" if providers else f"{kind} {name}"
+
+
+def _section_rows(
+    model: type[BaseModel], prefix: str, owner: str, defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = ()
+) -> list[KeyRow]:
+    rows: list[KeyRow] = []
+    for name, field in model.model_fields.items():
+        if name not in set(skip):
+            rows += _field_rows(prefix + name, field, owner, (defaults or {}).get(name, _NO_DEFAULT))
+    return rows
+
+
+_NO_DEFAULT = object()
+
+
+def _field_rows(key: str, field: Any, owner: str, default: Any = _NO_DEFAULT) -> list[KeyRow]:
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and key not in _DICT_LEAVES:
+        return _section_rows(annotation, key + ".", owner)
+    if default is _NO_DEFAULT:
+        default = "(required)" if field.is_required() else _show(field.get_default(call_default_factory=True))
+    else:
+        default = _show(default)
+    return [(key, _type_of(key, annotation, field.metadata), default, owner)]
+
+
+def _type_of(key: str, annotation: Any, metadata: Iterable[Any] = ()) -> str:
+    """`int >= 1`, `float (0, 0.5]`, `hard|soft`, `list[int [1, 1024]]`, `float > 0 or null`."""
+    import types
+    import typing
+
+    if key in _NAMED_BY_REGISTRY:
+        return "|".join(_NAMED_BY_REGISTRY[key].names()) or "str"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        inner_metadata = [m for arg in args[1:] for m in getattr(arg, "metadata", [arg])]
+        return _type_of("", args[0], [*inner_metadata, *metadata])
+    if annotation is type(None):
+        text = "null"
+    elif origin is Literal:
+        text = "|".join(str(arg) for arg in args)
+    elif origin in (typing.Union, types.UnionType):
+        text = " or ".join(_type_of("", arg) for arg in args)
+    elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        text = f"list[{_type_of('', args[0])}]"
+    elif origin is tuple:
+        text = "[" + ", ".join(_type_of("", arg) for arg in args) + "]"
+    elif origin is dict:
+        text = f"dict[{_type_of('', args[0])}, {_type_of('', args[1])}]"
+    elif annotation is Any:
+        text = "any"
+    elif isinstance(annotation, type):
+        text = annotation.__name__
+    else:
+        text = str(annotation)
+    return text + _bounds(metadata)
+
+
+def _bounds(metadata: Iterable[Any]) -> str:
+    low = high = None
+    for item in metadata:
+        for attribute, bracket in (("ge", "["), ("gt", "(")):
+            if getattr(item, attribute, None) is not None:
+                low = (bracket, getattr(item, attribute))
+        for attribute, bracket in (("le", "]"), ("lt", ")")):
+            if getattr(item, attribute, None) is not None:
+                high = (bracket, getattr(item, attribute))
+    if low and high:
+        return f" {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low:
+        return f" {'>=' if low[0] == '[' else '>'} {low[1]}"
+    if high:
+        return f" {'<=' if high[0] == ']' else '<'} {high[1]}"
+    return ""
+
+
+def _show(value: Any) -> str:
+    """A default as one would write it in YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return value or "''"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key}: {_show(item)}" for key, item in value.items()) + "}"
+    return str(value)

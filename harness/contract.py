@@ -37,11 +37,17 @@ class Tag(StrEnum):
     NODE = "harness.node"  # the Ray node that ran the trial
     FAILURE_REASON = "harness.failure_reason"
     METHODS = "harness.methods"  # on the sweep's parent: its methods, comma-separated, in order
+    VERSION = "harness.version"  # the harness's version, with its git commit in a checkout
+    GIT_COMMIT = "mlflow.source.git.commit"  # the full commit (MLflow's own tag, shown in its UI)
+    GIT_DIRTY = "harness.git_dirty"  # "true" when tracked files differed from that commit
+    LIBRARY = "harness.lib."  # + torch, spikingjelly, ray, optuna, mlflow: their versions
+    DEVICE = "harness.device"  # the CPU model or GPU name that ran the trial
     PARENT = "mlflow.parentRunId"
     EXPERIMENT_KIND = "mlflow.experimentKind"
 
 
 TRUE = "true"
+DATA_CONTEXT = "mlflow.data.context"  # a dataset input's tag: training / validation / test
 EXPERIMENT_KIND = "custom_model_development"  # the MLflow 3 UI's training-runs view
 
 # Metric names (accuracies are fractions in [0, 1]).

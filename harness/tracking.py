@@ -7,26 +7,35 @@ directories), and their artifacts go to `mlartifacts/` beside the database file.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.contract import EXPERIMENT_KIND, Tag
+from harness.contract import DATA_CONTEXT, EXPERIMENT_KIND, Tag
+
+# Against a tracking server, MlflowClient.set_terminated writes two "View run ... at" link lines
+# to stdout for every run it ends; a sweep ends one run per trial.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 from harness.errors import HarnessInputError
 
 # Opens the training-runs table (not the GenAI overview) in the MLflow 3 UI.
 EXPERIMENT_KIND_TAGS = {Tag.EXPERIMENT_KIND.value: EXPERIMENT_KIND}
 _BATCH = 900  # log_batch takes at most 1000 entries
 CONFIG_ARTIFACT = "config.yaml"  # every trial run's resolved config
+_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
-    """`sqlite:///<abs cwd>/mlflow.db`."""
+    """`$MLFLOW_TRACKING_URI` when set, else `sqlite:///<abs cwd>/mlflow.db`."""
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return absolute_tracking_uri(from_env)
     return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
 
 
@@ -58,14 +67,15 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     try:
         experiment = client.get_experiment_by_name(name)
     except MlflowException as exc:
-        raise HarnessInputError(f"--tracking-uri {tracking_uri}: {_short_reason(exc)}") from None
+        raise HarnessInputError(f"--tracking-uri {tracking_uri}: {describe_refusal(exc)}") from None
     if experiment is not None:
         return experiment.experiment_id
     root = _artifact_root(tracking_uri)
     return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_KIND_TAGS)
 
 
-def _short_reason(exc: MlflowException) -> str:
+def describe_refusal(exc: MlflowException) -> str:
+    """One line on why the store refused (credentials, permission, or its own first line)."""
     text = str(exc)
     if "401" in text:
         return "the server refused the credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
@@ -113,6 +123,10 @@ class TrackedRun:
             return cls(uri, experiment, run_name, tags, run_id=found[0].info.run_id)
         return cls(uri, experiment, run_name, tags)
 
+    def last_step(self, metric: str) -> int:
+        """The largest step at which `metric` is logged (0 when it is not)."""
+        return max((m.step for m in self.client.get_metric_history(self.run_id, metric)), default=0)
+
     @property
     def params(self) -> dict[str, str]:
         """Params already logged (MLflow refuses to change a logged param)."""
@@ -140,10 +154,29 @@ class TrackedRun:
         time, its whole resolved config as the artifact `config.yaml`."""
         logged = self.params
         self.log_params({key: value for key, value in params.items() if key not in logged})
-        if not logged:
+        if not logged and config:
             import yaml
 
             self.log_text(yaml.safe_dump(dict(config), sort_keys=False), CONFIG_ARTIFACT)
+
+    def log_provenance(self, provenance: Mapping[str, Any]) -> None:
+        """`harness.trial.provenance`'s tags (source, libraries, device) and the data splits as
+        MLflow dataset inputs (logged once: a resumed run has them already)."""
+        self.set_tags(provenance["tags"])
+        if self.client.get_run(self.run_id).inputs.dataset_inputs:
+            return
+        inputs = []
+        for part, split in provenance["data"].items():
+            dataset = Dataset(
+                name=split["name"],
+                digest=split["digest"][:36],
+                source_type="harness",
+                source=json.dumps(split["source"], sort_keys=True),
+                schema=json.dumps({"image": split["shape"], "label": "int64"}),
+                profile=json.dumps({"samples": split["samples"]}),
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag(DATA_CONTEXT, _CONTEXTS.get(part, part))]))
+        self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Stores `text` as an artifact of the run."""

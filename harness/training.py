@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -28,8 +30,26 @@ from harness.noise import apply_noise
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """Maps (images in [0, 1], labels) to a scalar loss; it runs the network(s) itself."""
 
+BatchHook = Callable[[int, int], None]
+"""Called after every training step with (batches done in this epoch, batches in the epoch).
+It sees counts only, never a tensor, so it adds no host sync and changes no result."""
+
 # How often the running loss is checked for NaN: a host sync every batch would stall a GPU.
 _NAN_CHECK_EVERY = 20
+
+_BATCH_HOOK: ContextVar[BatchHook | None] = ContextVar("harness_batch_hook", default=None)
+
+
+@contextmanager
+def batch_hook(hook: BatchHook | None) -> Iterator[None]:
+    """Makes `hook` the per-batch hook of every `Fitting.epoch` run inside the block that is
+    not given one (methods call `Fitting.epoch` themselves; `harness.trial.train` uses this to
+    show progress without their knowing). `None` turns the hook off inside the block."""
+    token = _BATCH_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _BATCH_HOOK.reset(token)
 
 
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
@@ -113,8 +133,11 @@ class Fitting:
         self.schedule = make_schedule(self.optimizer, train, epochs * -(-samples // train.batch_size))
         self.generator = torch.Generator().manual_seed(seed)
 
-    def epoch(self, loss_fn: LossFn, x: Tensor, y: Tensor, image_size: int, epoch: int) -> float:
-        """One pass over (`x`, `y`) with `loss_fn`; returns the mean loss."""
+    def epoch(
+        self, loss_fn: LossFn, x: Tensor, y: Tensor, image_size: int, epoch: int, on_batch: BatchHook | None = None
+    ) -> float:
+        """One pass over (`x`, `y`) with `loss_fn`; returns the mean loss. `on_batch` (default:
+        the hook of an enclosing `batch_hook` block, if any) runs after every step."""
         return train_one_epoch(
             self.modules,
             self.optimizer,
@@ -126,6 +149,7 @@ class Fitting:
             generator=self.generator,
             augment_shift=shift_for(image_size) if self.train.augment else 0,
             epoch=epoch,
+            on_batch=on_batch if on_batch is not None else _BATCH_HOOK.get(),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -158,6 +182,7 @@ def train_one_epoch(
     generator: torch.Generator,
     augment_shift: int,
     epoch: int,
+    on_batch: BatchHook | None = None,
 ) -> float:
     """One pass over the training split; returns the mean loss.
 
@@ -171,6 +196,8 @@ def train_one_epoch(
         generator: Drives shuffling and augmentation (seeded by the trial).
         augment_shift: Maximum random translation in pixels (0 = none).
         epoch: For the NaN message.
+        on_batch: Called after every step with (batches done, batches in the epoch); progress
+            display only (it gets no tensor and changes nothing the loop computes).
 
     Raises:
         TrialFailed: the loss became NaN or infinite.
@@ -179,6 +206,7 @@ def train_one_epoch(
         module.train()
     total = torch.zeros((), device=x.device)
     batches = 0
+    steps = -(-len(x) // batch_size)
     for index in shuffled_batches(len(x), batch_size, generator, x.device):
         images = random_shift(x[index], generator, augment_shift)
         loss = loss_fn(images, y[index])
@@ -192,6 +220,8 @@ def train_one_epoch(
         batches += 1
         if batches % _NAN_CHECK_EVERY == 0:
             _check_finite(total, epoch, batches)
+        if on_batch is not None:
+            on_batch(batches, steps)
     _check_finite(total, epoch, batches)
     return total.item() / max(1, batches)
 

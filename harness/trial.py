@@ -10,6 +10,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,15 @@ from harness.data import DataSplits, load_dataset
 from harness.efficiency import count_ops
 from harness.methods import Method, TrialContext, create_method
 from harness.models import count_parameters
-from harness.training import accuracy, cumulative_accuracy, noise_accuracies, predict_steps
+from harness.provenance import device_name, environment_tags
+from harness.training import accuracy, batch_hook, cumulative_accuracy, noise_accuracies, predict_steps
 
 Report = Callable[[dict[str, float], int, Method], None]
 """Receives each epoch's metrics, the epoch number and the method (for checkpoints); the
 last epoch's metrics also carry the final evaluation."""
+
+BatchProgress = Callable[[int, int, int], None]
+"""Receives (epoch, batches done in it, batches in it) after every training step."""
 
 DEFAULT_TEACHER_CACHE = Path("runs") / "teacher_cache"
 
@@ -58,6 +64,25 @@ def load_trial_data(config: TrialConfig, device: torch.device) -> DataSplits:
     )
 
 
+def provenance(config: TrialConfig, data: DataSplits, device: torch.device) -> dict[str, Any]:
+    """Where the trial runs (the harness's source, the libraries' versions, the device, as tags)
+    and the digests of the splits it reads: JSON values, for the run's reproducibility record."""
+    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+    return {
+        "tags": environment_tags() | {contract.Tag.DEVICE.value: device_name(device)},
+        "data": {
+            part: {
+                "name": f"{data.name}/{part}",
+                "digest": data.digests[part],
+                "samples": len(x),
+                "shape": list(x.shape[1:]),
+                "source": config.dataset.model_dump(mode="json"),
+            }
+            for part, x in splits.items()
+        },
+    }
+
+
 def seed_everything(seed: int) -> None:
     """Seeds torch (CPU and CUDA); data order and augmentation use their own generators."""
     torch.manual_seed(seed)
@@ -70,6 +95,8 @@ def train(
     teacher_cache: Path | None = None,
     log: Callable[[str], None] = _stderr,
     state: dict[str, Any] | None = None,
+    on_batch: BatchProgress | None = None,
+    describe: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
     """Runs one trial end to end: setup, `train.epochs` epochs, final evaluation.
 
@@ -82,6 +109,11 @@ def train(
             `runs/teacher_cache`).
         log: Progress messages.
         state: A method `state_dict()` plus `epoch`, to resume after that epoch.
+        on_batch: Progress display: called after every training step of the trial's epochs
+            (not of a teacher trained during setup); it sees counts only, so results are the
+            same with or without it.
+        describe: Called once, before training, with what the reproducibility record needs
+            from where the trial runs (`provenance(config, data, device)`).
 
     Returns:
         The final metrics (DESIGN §4 names), accuracies as fractions.
@@ -95,6 +127,8 @@ def train(
     seed_everything(config.seed)
     device = resolve_device(config.train.device)
     data = load_trial_data(config, device)
+    if describe is not None:
+        describe(provenance(config, data, device))
     cache = Path(teacher_cache or os.environ.get("HARNESS_TEACHER_CACHE", DEFAULT_TEACHER_CACHE))
     ctx = TrialContext(config=config, data=data, device=device, teacher_cache=cache, log=log)
     method = create_method(config.method, ctx)
@@ -108,7 +142,8 @@ def train(
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, config.train.epochs + 1):
         started = time.perf_counter()
-        metrics = method.train_one_epoch(epoch)
+        with nullcontext() if on_batch is None else batch_hook(partial(on_batch, epoch)):
+            metrics = method.train_one_epoch(epoch)
         train_seconds += time.perf_counter() - started
         metrics[contract.VAL_ACCURACY] = validate(method, data, config)
         metrics[contract.TRAIN_SECONDS] = train_seconds

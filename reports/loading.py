@@ -11,6 +11,7 @@ neither the training stack nor the plugins that made the runs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness.errors import HarnessInputError
 from harness.tracking import absolute_tracking_uri
 
 SWEEP_HINT = "`harness sweep --space FILE` creates it"
+TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,9 @@ class ExperimentRuns:
                 continue
             if self.finals_at(method, reference).empty:
                 gaps.append(f"`{method}` has no finished final run at the reference T = {reference}.")
+        sweep_reason = self.tag(Tag.FAILURE_REASON, self.with_role(Role.SWEEP)).dropna()
+        if len(sweep_reason):  # what the sweep itself found missing when it ended
+            gaps.append(f"The sweep ended with planned runs missing: {sweep_reason.iloc[0]}.")
         finals = self.with_role(Role.FINAL)
         unfinished = finals[finals["status"] != "FINISHED"]
         if len(unfinished):
@@ -205,13 +210,18 @@ def load_experiment(tracking_uri: str | None, experiment: str) -> ExperimentRuns
 
 
 def _search_runs(tracking_uri: str, experiment_id: str) -> pd.DataFrame:
-    """`mlflow.search_runs` against `tracking_uri`, leaving the process's tracking URI as it was."""
-    previous = mlflow.get_tracking_uri()
+    """`mlflow.search_runs` against `tracking_uri`, leaving the process's tracking URI as it was
+    (`mlflow.set_tracking_uri` also sets `MLFLOW_TRACKING_URI`, which the harness honours)."""
+    previous, from_env = mlflow.get_tracking_uri(), os.environ.get(TRACKING_URI_VARIABLE)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         return mlflow.search_runs(experiment_ids=[experiment_id], max_results=50_000, output_format="pandas")
     finally:
         mlflow.set_tracking_uri(previous)
+        if from_env is None:
+            os.environ.pop(TRACKING_URI_VARIABLE, None)
+        else:
+            os.environ[TRACKING_URI_VARIABLE] = from_env
 
 
 def _check_complete(loaded: ExperimentRuns) -> None:

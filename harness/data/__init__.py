@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class DataSplits:
         num_classes: Number of classes.
         mean: Per-channel mean of `train_x` (the direct encoding normalises with it).
         std: Per-channel (population) standard deviation of `train_x`.
+        digests: Per split (`train`, `val`, `test`), a SHA-256 of the dataset's files as read
+            and of the split's sample indices: equal digests, the same images and labels.
     """
 
     name: str
@@ -94,6 +97,7 @@ class DataSplits:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -196,6 +200,24 @@ def _cached_raw(name: str, root: str | None) -> RawArrays:
         if array is not None:
             array.flags.writeable = False
     return raw
+
+
+@functools.lru_cache(maxsize=16)
+def _raw_digest(name: str, root: str | None) -> str:
+    """SHA-256 of a dataset's arrays as loaded (once per process, like the arrays)."""
+    raw = _cached_raw(name, root)
+    digest = hashlib.sha256(name.encode())
+    for array in (raw.x, raw.y, raw.test_x, raw.test_y):
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
+
+
+def _split_digest(raw_digest: str, part: str, index: np.ndarray) -> str:
+    digest = hashlib.sha256(f"{raw_digest}/{part}".encode())
+    digest.update(np.ascontiguousarray(index, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _stratified_split(
@@ -318,8 +340,10 @@ def load_dataset(
     else:
         assert raw.test_y is not None
         train_index, val_index = _stratified_split(name, np.arange(len(raw.y)), raw.y, val_fraction, split_seed)
-        every = np.arange(len(raw.test_y))
-        test_x, test_y = _images(raw.test_x, every, raw.scale), _labels(raw.test_y, every)
+        test_index = np.arange(len(raw.test_y))
+        test_x, test_y = _images(raw.test_x, test_index, raw.scale), _labels(raw.test_y, test_index)
+    whole = _raw_digest(name, root_key)
+    parts = {"train": train_index, "val": val_index, "test": test_index}
 
     mean, std = _channel_stats(raw.x, train_index, raw.scale)
     splits = DataSplits(
@@ -333,5 +357,6 @@ def load_dataset(
         num_classes=raw.num_classes,
         mean=mean,
         std=std,
+        digests={part: _split_digest(whole, part, index) for part, index in parts.items()},
     )
     return splits if torch.device(device) == torch.device("cpu") else splits.to(device)

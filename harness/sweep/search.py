@@ -7,26 +7,111 @@ until a stage ends. `SweepSearcher` hands out each method's search trials (round
 the moment a method's search is complete, its final runs (longest first); `MethodScheduler`
 routes each search trial to its method's ASHA and lets final runs train to the end.
 
-Every trial's config carries `method` and `role` (`trial` for the search, `final`).
+Every trial's config carries `method`, `role` (`trial` for the search, `final`) and `run`, its
+identity in the plan: the search index within its method, or the seed and T of a final run. A
+trial re-issued after a crash (the searcher restored to its last save) has the same identity, so
+it finds its MLflow run and its checkpoints again.
+
+Each method's study is mirrored, trial by trial as they end, into a SQLite Optuna study named
+after the method (`<storage>/<sweep>/optuna.db`), which optuna-dashboard and
+`optuna.visualization` read. The search itself runs on the in-memory study that Tune saves with
+the experiment; the mirror holds each ended search trial once (keyed by its identity), so it
+stays whole and without duplicates across `--resume`. Each method's ASHA is saved with the
+experiment too (`SchedulerState`), so a resumed search prunes against the rungs it had.
 """
 
 from __future__ import annotations
 
 import pickle
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import optuna
+from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from harness.contract import Role
+from harness.progress import write
 from harness.sweep.final import final_runs
 from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
-from harness.sweep.workers import FAILURE_KEY, ROLE_KEY
+from harness.sweep.workers import EPOCH_KEY, FAILURE_KEY, ROLE_KEY, RUN_KEY
+
+STUDY_FILE = "optuna.db"  # the mirrored Optuna studies, in the sweep's folder
+RUN_ATTR = "harness_run"  # the mirrored trial's identity (its search index)
+
+
+def optuna_distributions(dims: Mapping[str, Mapping[str, Any]]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The Optuna distributions of `dims` (the YAML form), as `DefineByRun` samples them."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for key, dist in dims.items():
+        if "categorical" in dist:
+            out[key] = optuna.distributions.CategoricalDistribution(list(dist["categorical"]))
+        elif "int" in dist:
+            low, high = dist["int"]
+            out[key] = optuna.distributions.IntDistribution(
+                low, high, log=dist.get("log", False), step=int(dist.get("step") or 1)
+            )
+        else:
+            low, high = dist["float"]
+            out[key] = optuna.distributions.FloatDistribution(
+                low, high, log=dist.get("log", False), step=dist.get("step")
+            )
+    return out
+
+
+class StudyMirror:
+    """Per method, an Optuna study in SQLite holding each ended search trial once.
+
+    Args:
+        storage: `sqlite:///<path>` of the studies.
+        dims: per method, its dims in the YAML form.
+        mode: "max" or "min" (the studies' direction).
+    """
+
+    def __init__(self, storage: str, dims: Mapping[str, Mapping[str, Mapping[str, Any]]], mode: str) -> None:
+        self.storage, self.mode = storage, mode
+        self.dims = {method: dict(d) for method, d in dims.items()}
+
+    def record(self, method: str, run: str, values: Mapping[str, Any], result: Mapping | None, metric: str) -> None:
+        """Adds search trial `run` of `method` (COMPLETE, PRUNED or FAIL) unless it is there already."""
+        study = optuna.create_study(
+            storage=self.storage,
+            study_name=method,
+            direction="maximize" if self.mode == "max" else "minimize",
+            load_if_exists=True,
+        )
+        if any(trial.user_attrs.get(RUN_ATTR) == run for trial in study.get_trials(deepcopy=False)):
+            return
+        result = result or {}
+        value = result.get(metric)
+        complete = "test_accuracy" in result and value is not None and FAILURE_KEY not in result
+        failed = value is None or FAILURE_KEY in result or not _finite(value)
+        state = (
+            optuna.trial.TrialState.COMPLETE
+            if complete and not failed
+            else optuna.trial.TrialState.FAIL
+            if failed
+            else optuna.trial.TrialState.PRUNED
+        )
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=None if state == optuna.trial.TrialState.FAIL else float(value),
+                params=dict(values),
+                distributions=optuna_distributions(self.dims[method]),
+                user_attrs={RUN_ATTR: run, "epochs": int(result.get(EPOCH_KEY, 0))},
+            )
+        )
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return float(value) not in (float("inf"), float("-inf")) and float(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 class DefineByRun:
@@ -72,8 +157,10 @@ class SweepSearcher(Searcher):
             searches nothing (it then runs one trial of its fixed config).
         budget: search trials per method.
         final_runs: `final_runs(method, best)` -> the configs of the final runs that retrain
-            `best` (the chosen trial's sampled values); must pickle (Tune saves the searcher).
+            `best` (the chosen trial's sampled values), each with its identity under `run`;
+            must pickle (Tune saves the searcher).
         metric, mode: the search objective.
+        mirror: where ended search trials are recorded as Optuna studies (None: nowhere).
     """
 
     def __init__(
@@ -83,18 +170,20 @@ class SweepSearcher(Searcher):
         final_runs: Callable[[str, dict[str, Any]], list[dict[str, Any]]],
         metric: str,
         mode: str,
+        mirror: StudyMirror | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.methods = list(searchers)
         self.searchers = dict(searchers)
         self.budget = dict(budget)
         self.final_runs = final_runs
+        self.mirror = mirror
         self.sampled: dict[str, list[dict[str, Any]]] = {m: [] for m in self.methods}  # in suggestion order
         self.outcomes: dict[str, dict[int, tuple[dict | None, bool]]] = {m: {} for m in self.methods}
         self.trials: dict[str, tuple[str, int]] = {}  # search trial id -> (method, suggestion index)
         self.queued: list[dict[str, Any]] = []  # final runs not yet handed out
         self.best: dict[str, dict[str, Any] | None] = {}  # per method whose search is complete
-        self.chosen: dict[str, str | None] = {}  # the trial id of that best configuration
+        self.chosen: dict[str, str | None] = {}  # the identity (`run`) of that best configuration
         self.turn = 0
 
     @classmethod
@@ -131,9 +220,10 @@ class SweepSearcher(Searcher):
         if values is None:
             self.turn -= 1  # ask the same method again next time
             return None
-        self.trials[trial_id] = (method, len(self.sampled[method]))
+        index = len(self.sampled[method])
+        self.trials[trial_id] = (method, index)
         self.sampled[method].append(dict(values))
-        return {**values, "method": method, ROLE_KEY: Role.TRIAL.value}
+        return {**values, "method": method, ROLE_KEY: Role.TRIAL.value, RUN_KEY: str(index)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.trials:
@@ -149,6 +239,8 @@ class SweepSearcher(Searcher):
         if searcher is not None:
             searcher.on_trial_complete(trial_id, result=result, error=error)
         self.outcomes[method][index] = (result, error)
+        if self.mirror is not None and self.searchers[method] is not None:
+            self.mirror.record(method, str(index), self.sampled[method][index], None if error else result, self.metric)
         if len(self.outcomes[method]) == self.budget[method] and method not in self.best:
             self._end_search(method)
 
@@ -157,11 +249,10 @@ class SweepSearcher(Searcher):
         chosen = pick_best((outcomes[i] for i in range(len(outcomes))), self.metric, self.mode)
         best = None if chosen is None else self.sampled[method][chosen]
         self.best[method] = best
-        ids = {index: trial_id for trial_id, (m, index) in self.trials.items() if m == method}
-        self.chosen[method] = None if chosen is None else ids[chosen]
+        self.chosen[method] = None if chosen is None else str(chosen)
         runs = [] if best is None else self.final_runs(method, best)
         self.queued.extend({**run, "method": method, ROLE_KEY: Role.FINAL.value} for run in runs)
-        print(f"search {method}: done, best {best}; {len(runs)} final run(s) queued", file=sys.stderr, flush=True)
+        write(f"search {method}: done, best {best}; {len(runs)} final run(s) queued")
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
@@ -175,9 +266,8 @@ class SweepSearcher(Searcher):
 class MethodScheduler(FIFOScheduler):
     """Routes each search trial to its method's scheduler (ASHA); final runs always continue.
 
-    Tune does not save a scheduler with the experiment: after `--resume` each method's ASHA
-    starts with empty rungs, so the search trials still to run are compared only with each
-    other (none is pruned against the trials that ended before the interruption).
+    Tune does not save a scheduler with the experiment; `SchedulerState`, a callback, saves and
+    restores its methods' ASHA state with it, so a resumed search keeps its rungs.
 
     Args:
         schedulers: per method, the scheduler of its search trials.
@@ -219,10 +309,38 @@ class MethodScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         return "\n".join(f"{method}: {s.debug_string()}" for method, s in self.schedulers.items())
 
+    def state(self) -> dict[str, bytes]:
+        """Each method's scheduler state, pickled (ASHA's brackets and rungs)."""
+        return {method: pickle.dumps(scheduler.__dict__) for method, scheduler in self.schedulers.items()}
 
-def make_searcher(plan: SweepPlan) -> SweepSearcher:
+    def load_state(self, state: Mapping[str, bytes]) -> None:
+        """Restores what `state` returned."""
+        for method, saved in state.items():
+            if method in self.schedulers:
+                self.schedulers[method].__dict__.update(pickle.loads(saved))  # noqa: S301 - our own saved state
+
+
+class SchedulerState(tune.Callback):
+    """Saves `MethodScheduler`'s state with the experiment and restores it on `--resume`.
+
+    Tune pickles the tuner (scheduler and callbacks together, so this callback and the
+    restored scheduler are the same objects again) and calls `get_state` / `set_state` with
+    each experiment checkpoint.
+    """
+
+    def __init__(self, scheduler: MethodScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"schedulers": self.scheduler.state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state(state.get("schedulers", {}))
+
+
+def make_searcher(plan: SweepPlan, study_storage: str | None = None) -> SweepSearcher:
     """The sweep's searcher: per method a seeded `OptunaSearch` over its dims (None when it
-    samples nothing), its budget, and its final runs."""
+    samples nothing), its budget, its final runs, and the mirror of its studies in `study_storage`."""
     from ray.tune.search.optuna import OptunaSearch
 
     search = plan.space.search
@@ -245,6 +363,9 @@ def make_searcher(plan: SweepPlan) -> SweepSearcher:
         final_runs=partial(final_runs, plan),
         metric=search.metric,
         mode=search.mode,
+        mirror=None
+        if study_storage is None
+        else StudyMirror(study_storage, {p.method: p.sampler_dims() for p in plan.methods}, search.mode),
     )
 
 
@@ -259,7 +380,7 @@ def make_scheduler(plan: SweepPlan) -> MethodScheduler:
     for method_plan in plan.methods:
         epochs = method_plan.config.train.epochs
         schedulers[method_plan.method] = ASHAScheduler(
-            time_attr="training_iteration",
+            time_attr=EPOCH_KEY,  # the trial's own epoch: right also for a trial resumed from its checkpoint
             metric=search.metric,
             mode=search.mode,
             max_t=epochs,
@@ -269,4 +390,13 @@ def make_scheduler(plan: SweepPlan) -> MethodScheduler:
     return MethodScheduler(schedulers)
 
 
-__all__ = ["DefineByRun", "MethodScheduler", "SweepSearcher", "make_scheduler", "make_searcher", "pick_best"]
+__all__ = [
+    "DefineByRun",
+    "MethodScheduler",
+    "SchedulerState",
+    "StudyMirror",
+    "SweepSearcher",
+    "make_scheduler",
+    "make_searcher",
+    "pick_best",
+]

@@ -5,12 +5,21 @@ only torch and the plan (the trial imports the rest of the harness when it start
 Optuna and Tune's search code: that saves each new trial actor and teacher worker about 3.5 s
 (benchmarks/tune_startup.py). Each worker finds the methods, models, datasets and noises a
 trial names through the installed entry points, as the driver does.
+
+A trial keeps its own checkpoints, one per epoch under `<checkpoints>/<role>/<method>/<run>`,
+named by the trial's identity in the plan (its search index, or the seed and T of a final run)
+rather than by Tune's trial id, and written whole or not at all. However a trial restarts (a
+worker died and Tune retried it, or the driver died and `--resume` re-issued it, possibly as a
+new Tune trial), it continues from the newest checkpoint that still loads, or from scratch; a
+trial whose last epoch is saved only reports its result again. The checkpoint holds every
+epoch's metrics too, and the first result after a restart carries them (`BACKFILL_KEY`), so
+the MLflow callback can log the epochs whose report died with a killed driver.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +33,59 @@ from harness.sweep.plan import MethodPlan
 if TYPE_CHECKING:
     from harness.methods import Method
 
-CHECKPOINT_FILE = "trial_state.pt"
 FAILURE_KEY = "harness_failure_reason"  # a trial's last result carries it when it failed
 NODE_KEY = "harness_node_id"  # the Ray node that ran the epoch; becomes the run's tag `harness.node`
 ROLE_KEY = "role"  # `trial` (search) or `final`; in every trial's config beside `method`
+RUN_KEY = "run"  # the trial's identity within its method and role: search index, or `s1-T4` for a final run
+EPOCH_KEY = "epoch"  # every result carries it (the scheduler's time attribute)
+BACKFILL_KEY = "harness_backfill"  # the first result after a restart: {epoch: metrics} of the saved epochs
+PROVENANCE_KEY = "harness_provenance"  # the first result of a (re)start: JSON of `harness.trial.provenance`
 
 
 def trial_values(sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """A Tune trial's config without its role: `method` and the values that override the plan."""
-    return {key: value for key, value in sampled.items() if key != ROLE_KEY}
+    """A Tune trial's config without its role and identity: `method` and the values that override the plan."""
+    return {key: value for key, value in sampled.items() if key not in (ROLE_KEY, RUN_KEY)}
+
+
+def run_identity(sampled: Mapping[str, Any]) -> str:
+    """`<role>/<method>/<run>`: the same for every Tune trial that runs this planned trial."""
+    return f"{sampled[ROLE_KEY]}/{sampled['method']}/{sampled[RUN_KEY]}"
+
+
+class TrialCheckpoints:
+    """One trial's checkpoints, `epoch-<N>.pt` in `folder`; the newest two are kept (one once done)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _files(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.folder.glob("epoch-*.pt"):
+            try:
+                found.append((int(path.stem.removeprefix("epoch-")), path))
+            except ValueError:
+                continue
+        return sorted(found)
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest checkpoint that loads (a damaged one is skipped), or None."""
+        for _, path in reversed(self._files()):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - unreadable for any reason: fall back to the one before
+                continue
+        return None
+
+    def save(self, state: Mapping[str, Any], epoch: int, done: bool) -> None:
+        """Writes epoch `epoch` whole (a temporary file renamed), then drops older epochs."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"epoch-{epoch}.pt"
+        scratch = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save(dict(state), scratch)
+        os.replace(scratch, path)
+        keep = 1 if done else 2
+        for _, old in self._files()[:-keep]:
+            old.unlink(missing_ok=True)
 
 
 def run_trial(
@@ -40,16 +93,18 @@ def run_trial(
     *,
     plans: Mapping[str, MethodPlan],
     teacher_cache: str,
+    checkpoints: str,
     threads: int,
     metric: str,
     mode: str,
 ) -> None:
-    """The Tune trainable: one `train()` with a checkpoint per epoch, resumed from the last one.
+    """The Tune trainable: one `train()` with a checkpoint per epoch, resumed from the newest one.
 
     Args:
-        sampled: the trial's config: `method`, `role` and the values that override the
+        sampled: the trial's config: `method`, `role`, `run` and the values that override the
             method's plan (sampled dims; seed and T for final runs).
         plans: per method, its plan.
+        checkpoints: the sweep's checkpoint folder (every node must reach it).
     """
     import ray
     from ray import tune
@@ -59,24 +114,45 @@ def run_trial(
     torch.set_num_threads(max(1, threads))
     node = ray.get_runtime_context().get_node_id()
     config = plans[sampled["method"]].trial_config(trial_values(sampled))
-    state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    saved = TrialCheckpoints(Path(checkpoints) / run_identity(sampled))
+    state = saved.latest()
+    history: dict[str, dict[str, float]] = {} if state is None else dict(state.get("history") or {})
+    backfill = dict(history)  # what a restarted trial hands the driver again, once
+    if state is not None and state.get("final") is not None:  # it ended; its driver did not hear
+        tune.report({**state["final"], EPOCH_KEY: state["epoch"], NODE_KEY: node, BACKFILL_KEY: backfill})
+        return
+    last_epoch = 0 if state is None else int(state["epoch"])
+    described: dict[str, str] = {}
+
+    def describe(provenance: dict[str, Any]) -> None:
+        described[PROVENANCE_KEY] = json.dumps(provenance)
 
     def report(metrics: dict[str, float], epoch: int, method: Method) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            snapshot = {**method.state_dict(), "epoch": epoch, "train_seconds": metrics["train_seconds"]}
-            torch.save(snapshot, Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, "epoch": epoch, NODE_KEY: node}, checkpoint=tune.Checkpoint.from_directory(folder))
+        nonlocal last_epoch, backfill
+        done = epoch == config.train.epochs
+        history[str(epoch)] = dict(metrics)
+        snapshot = {**method.state_dict(), "epoch": epoch, "train_seconds": metrics["train_seconds"]}
+        saved.save({**snapshot, "history": history, "final": dict(metrics) if done else None}, epoch, done)
+        last_epoch = epoch
+        extra = ({BACKFILL_KEY: backfill} if backfill else {}) | described
+        backfill = {}
+        described.clear()
+        tune.report({**metrics, EPOCH_KEY: epoch, NODE_KEY: node, **extra})
 
     try:
-        train(config, report=report, teacher_cache=Path(teacher_cache), state=state, log=lambda _: None)
+        train(
+            config,
+            report=report,
+            teacher_cache=Path(teacher_cache),
+            state=state,
+            log=lambda _: None,
+            describe=describe,
+        )
     except TrialFailed as exc:
         # Deterministic (a NaN loss): end the trial with its reason instead of raising, which
         # would make Tune retry it. The objective gets the worst value so the search moves on.
-        tune.report({metric: float("-inf") if mode == "max" else float("inf"), FAILURE_KEY: str(exc)})
+        worst = float("-inf") if mode == "max" else float("inf")
+        tune.report({metric: worst, EPOCH_KEY: last_epoch + 1, FAILURE_KEY: str(exc)})
 
 
 def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:

@@ -149,9 +149,10 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path) ->
         stderr=subprocess.STDOUT,
     )
     search_dir = tmp_path / "runs" / "killed" / "trials"
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints" / "trial" / "direct" / "0"  # the trial's own
     try:
         # Two epochs checkpointed, then SIGKILL the worker process that runs the trial.
-        _wait_for(lambda: any(search_dir.glob("*/checkpoint_000001")) or driver.poll() is not None, 600, "epoch 2")
+        _wait_for(lambda: (checkpoints / "epoch-2.pt").exists() or driver.poll() is not None, 600, "epoch 2")
         assert driver.poll() is None, "the sweep ended before the worker could be killed"
         workers = _trial_workers(driver)
         assert len(workers) == 1
@@ -166,8 +167,11 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path) ->
     (trial,) = ExperimentAnalysis(str(search_dir)).trials
     assert trial.status == "TERMINATED" and trial.num_failures == 1
     last = trial.last_result
-    assert last["training_iteration"] == epochs
-    assert last["iterations_since_restore"] < epochs, "the retry started from scratch, not from the checkpoint"
+    assert last["epoch"] == epochs
+    # Tune counts the results since the retry started: fewer than the epochs, as the retry went
+    # on from the trial's checkpoint instead of starting again at epoch 1.
+    assert last["training_iteration"] < epochs, "the retry started from scratch, not from the checkpoint"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [f"epoch-{epochs}.pt"]  # done: the last one kept
 
     (run,) = [r for r in _runs(tracking_uri, "killed") if r.data.tags["harness.role"] == "trial"]
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics

@@ -18,11 +18,50 @@ REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
 
 
-def test_validate_prints_the_plan(capsys) -> None:
-    assert main(["validate", str(SMOKE)]) == 0
+@pytest.mark.parametrize("form", [[str(SMOKE)], ["--space", str(SMOKE)]])
+def test_validate_prints_the_plan(capsys, form: list[str]) -> None:
+    assert main(["validate", *form]) == 0
     out = capsys.readouterr().out
     assert "kd: 3 trials, searching student.width, snn.time_steps, kd.alpha" in out
     assert "conversion: 3 trials, searching student.width, conversion.levels" in out
+
+
+@pytest.mark.parametrize("form", [[], [str(SMOKE), "--space", str(SMOKE)]])
+def test_validate_takes_the_space_file_exactly_once(capsys, form: list[str]) -> None:
+    assert main(["validate", *form]) == 2
+    err = capsys.readouterr().err
+    assert "give the space file once" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["dataset.name=cifar10"], "--set dataset.name: dataset 'cifar10' reads files from disk"),
+        (["dataset.name=cifar10", "dataset.root=/nonexistent"], "--set dataset.root: dataset 'cifar10': files not"),
+        (["student.arch=vgg"], "--set student.arch: vgg depth 8 is not supported"),
+        (["student.arch=vgg", "student.depth=8"], "--set student.depth: vgg depth 8 is not supported"),
+        (["eval.noise={salt_pepper: [2.0]}"], "--set eval.noise: noise level for 'salt_pepper' must be in [0, 1]"),
+        (["eval.noise.salt_pepper=[2.0]"], "--set eval.noise.salt_pepper: noise level for 'salt_pepper'"),
+        (["conversion.levels=.inf"], "--set conversion.levels: "),
+        (["train.lr=.nan"], "--set train.lr: Input should be a finite number (got nan)"),
+        (["method=direct"], "--set method: choose the method with --method"),
+    ],
+)
+def test_validate_names_the_set_flag_of_a_bad_value(capsys, sets: list[str], expected: str) -> None:
+    assert main(["validate", str(SMOKE), *(arg for text in sets for arg in ("--set", text))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"harness: error: {expected}") and err.count("\n") == 1, err
+
+
+def test_validate_rejects_a_repeated_key(tmp_path: Path, capsys) -> None:
+    text = SMOKE.read_text().replace("  train.epochs: 4\n", "  train.epochs: 4\n  train.epochs: 40\n")
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    assert main(["validate", "--space", str(path)]) == 2
+    err = capsys.readouterr().err
+    line = text.splitlines().index("  train.epochs: 40") + 1
+    assert f"{path}: line {line}: duplicate key 'train.epochs' in fixed (first at line {line - 1})" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -36,12 +75,22 @@ def test_validate_prints_the_plan(capsys) -> None:
         ({"search": {"metric": "test_accuracy"}}, "search.metric"),
         ({"resources": {"cpu": 0}}, "resources.cpu"),
         ({"eval": {"noise": {"gaussian": [-1]}}}, "eval.noise"),
+        ({"methods": ["kd", "direct", "kd"]}, "methods.2: 'kd' is listed twice"),
+        ({"fixed": {"method": "direct"}}, "fixed.method: the methods to run are listed under `methods`"),
+        ({"fixed": {"train.lr": float("inf")}}, "fixed.train.lr: Input should be a finite number (got inf)"),
+        ({"eval": {"noise": {"gaussian": [float("nan")]}}}, "eval.noise.gaussian.0: Input should be a finite number"),
+        ({"space": {"kd.alpha": {"float": [0.1, float("inf")]}}}, "space.kd.alpha.float.1: Input should be a finite"),
+        ({"space": {"train.lr": {"categorical": [0.1, float("inf")]}}}, "space.train.lr.categorical.1: Input should"),
+        ({"search": {"scheduler": {"name": "asha", "reduction_factor": float("inf")}}}, "reduction_factor: Input"),
+        ({"resources": {"cpu": float("inf")}}, "resources.cpu: Input should be a finite number"),
+        ({"resources": {"gpu": float("nan")}}, "resources.gpu: Input should be a finite number"),
     ],
 )
 def test_validate_rejects_bad_spaces(tmp_path: Path, capsys, edit: dict, expected: str) -> None:
     space = yaml.safe_load(SMOKE.read_text())
     for section, value in edit.items():
-        space[section] = {**space.get(section, {}), **value} if section != "space" else value
+        merge = isinstance(value, dict) and section != "space"
+        space[section] = {**space.get(section, {}), **value} if merge else value
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(space))
     assert main(["validate", str(path)]) == 2
@@ -249,3 +298,67 @@ def test_resuming_with_another_plan_is_refused_before_anything_runs(tmp_path: Pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.epochs is 9" in err
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
+
+
+@pytest.mark.slow
+def test_every_sweep_run_records_how_to_reproduce_it(smoke_sweep) -> None:
+    _, options, _ = smoke_sweep
+    client, runs = _runs(options)
+    (parent,) = [r for r in runs if r.data.tags["harness.role"] == "sweep"]
+    assert {"space.name", "space.methods", "search.num_samples", "search.seed", "resources.cpu"} <= set(
+        parent.data.params
+    )
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "space")} == {
+        "space/plan.json",
+        "space/smoke.yaml",
+    }
+    digests = set()
+    for run in runs:
+        assert "harness.lib.torch" in run.data.tags and "harness.version" in run.data.tags
+        if run.data.tags["harness.role"] == "sweep":
+            continue
+        assert run.data.tags["harness.device"]
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+        digests.add(tuple(sorted((d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs)))
+        method = run.data.params["method"]
+        own = {"kd": "kd.", "direct": "direct.", "conversion": "conversion."}[method]
+        assert any(k.startswith(own) for k in run.data.params)
+        assert not any(k.startswith(p) for p in ("kd.", "direct.", "conversion.") if p != own for k in run.data.params)
+    assert len(digests) == 1 and len(next(iter(digests))) == 3  # every run provably on the same three splits
+
+
+@pytest.mark.parametrize(
+    ("resources", "named"), [({"cpu": 8, "gpu": 0}, "resources.cpu"), ({"cpu": 1, "gpu": 1}, "resources.gpu")]
+)
+def test_a_trial_that_fits_no_node_exits_2_naming_the_resource(tmp_path: Path, run_harness, resources, named) -> None:
+    space = yaml.safe_load(SMOKE.read_text())
+    space["resources"] = resources
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(space))
+    result = run_harness("sweep", "--space", str(path), cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("harness: error:")]
+    assert named in line and "CPU" in line and "GPU in all" in line and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]  # nothing written: no store, no runs/
+
+
+def test_a_sweep_waiting_for_resources_says_so_once_a_minute(monkeypatch, capsys) -> None:
+    from types import SimpleNamespace
+
+    from harness.config import ResourcesConfig
+    from harness.sweep import run
+
+    clock = [100.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(run, "cluster_shape", lambda: ([{"CPU": 2.0}], {"CPU": 2.0}))
+    notice = run.WaitNotice(ResourcesConfig(cpu=1, gpu=1))
+    pending = [SimpleNamespace(status="PENDING"), SimpleNamespace(status="PENDING")]
+    for seconds in (0, 30, 61, 90, 125):
+        clock[0] = 100.0 + seconds
+        notice.on_step_begin(0, pending)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2  # at 61 s and at 125 s
+    assert "waiting for resources for 61 s: 2 trial(s) need 1 CPU and 1 GPU" in lines[0]
+    assert "1 node(s), 2 CPU and 0 GPU in all" in lines[0]
+    notice.on_step_begin(0, [SimpleNamespace(status="RUNNING")])  # something runs: the wait is over
+    assert notice.since is None

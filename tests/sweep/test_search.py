@@ -21,7 +21,7 @@ def _optuna(dims: dict) -> OptunaSearch:
 
 
 def _final_runs(method: str, best: dict) -> list[dict]:
-    return [{**best, "seed": seed} for seed in (1, 2)]
+    return [{**best, "seed": seed, "run": f"s{seed}"} for seed in (1, 2)]
 
 
 def _searcher(budget: int = 2) -> SweepSearcher:
@@ -52,14 +52,15 @@ def test_search_trials_alternate_methods_and_final_runs_follow_each_search() -> 
     searcher = _searcher()
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
     assert (first["method"], second["method"], third["method"]) == ("kd", "direct", "kd")
-    assert set(first) == {"method", "role", "kd.alpha"} and first["role"] == "trial"
-    assert second == {"method": "direct", "role": "trial"}  # nothing to sample: its fixed config
+    assert set(first) == {"method", "role", "run", "kd.alpha"} and first["role"] == "trial"
+    assert (first["run"], third["run"]) == ("0", "1")  # each trial's identity: its method's search index
+    assert second == {"method": "direct", "role": "trial", "run": "0"}  # nothing to sample: its fixed config
     assert searcher.suggest("t3") is None  # every search trial handed out; none has ended
 
     assert not searcher.done
     searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})  # direct's search ends
     finals = [searcher.suggest(f"f{i}") for i in range(2)]
-    assert finals == [{"method": "direct", "role": "final", "seed": s} for s in (1, 2)]
+    assert finals == [{"method": "direct", "role": "final", "seed": s, "run": f"s{s}"} for s in (1, 2)]
     assert searcher.suggest("t4") is None  # kd still searches
 
     searcher.on_trial_complete("t0", {"val_accuracy": 0.6, "test_accuracy": 0.6})
@@ -68,7 +69,7 @@ def test_search_trials_alternate_methods_and_final_runs_follow_each_search() -> 
     searcher.on_trial_complete("t2", {"val_accuracy": 0.9, "test_accuracy": 0.9})
     kd_finals = [searcher.suggest(f"k{i}") for i in range(2)]
     assert [run["kd.alpha"] for run in kd_finals] == [third["kd.alpha"]] * 2  # the better kd trial
-    assert searcher.chosen == {"direct": "t1", "kd": "t2"}  # what the sweep tags harness.best
+    assert searcher.chosen == {"direct": "0", "kd": "1"}  # the identities the sweep tags harness.best
     assert searcher.done
     assert searcher.suggest("t6") == Searcher.FINISHED
 
@@ -91,7 +92,7 @@ def test_the_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
     searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})
     searcher.save_to_dir(str(tmp_path))  # as Tune saves it with the experiment
     restored = SweepSearcher.saved(tmp_path)
-    assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1}  # queued runs first
+    assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1, "run": "s1"}  # queued first
     assert restored.suggest("f1")["seed"] == 2
     assert restored.suggest("t2")["method"] == "kd"  # the round-robin goes on where it was
     assert restored.suggest("t3") is None
@@ -116,3 +117,67 @@ def test_the_scheduler_prunes_search_trials_per_method_and_never_final_runs(role
     assert decision == TrialScheduler.CONTINUE
     decision = scheduler.on_trial_result(None, bad, {"training_iteration": 1, "val_accuracy": 0.1})
     assert decision == (TrialScheduler.STOP if role == "trial" else TrialScheduler.CONTINUE)
+
+
+def test_a_trial_handed_out_after_the_last_save_is_handed_out_again_with_its_identity(tmp_path: Path) -> None:
+    """A driver killed after handing out a trial: the searcher restored from its last save
+    suggests the same planned trial again (same identity, same values), as a new Tune trial."""
+    searcher = _searcher()
+    searcher.suggest("t0"), searcher.suggest("t1")
+    searcher.save_to_dir(str(tmp_path))
+    lost = searcher.suggest("t2")  # handed out, then the driver dies
+    again = SweepSearcher.saved(tmp_path).suggest("t2-new")
+    assert again == lost and again["run"] == "1"
+
+
+def test_ended_search_trials_are_mirrored_once_into_a_sqlite_study_per_method(tmp_path: Path) -> None:
+    from harness.sweep.search import StudyMirror
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    mirror = StudyMirror(storage, {"kd": {"kd.alpha": {"float": [0.1, 0.9]}}}, "max")
+    searcher = SweepSearcher(
+        searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}})},
+        budget={"kd": 3},
+        final_runs=_final_runs,
+        metric="val_accuracy",
+        mode="max",
+        mirror=mirror,
+    )
+    suggested = [searcher.suggest(f"t{i}") for i in range(3)]
+    searcher.on_trial_complete("t0", {"val_accuracy": 0.7, "test_accuracy": 0.7, "epoch": 2})
+    searcher.on_trial_complete("t1", {"val_accuracy": 0.4, "epoch": 1})  # pruned: no test accuracy
+    searcher.on_trial_complete("t2", None, error=True)
+    mirror.record(
+        "kd", "0", {"kd.alpha": suggested[0]["kd.alpha"]}, {"val_accuracy": 0.7, "test_accuracy": 0.7}, "val_accuracy"
+    )
+    study = optuna.load_study(study_name="kd", storage=storage)  # what optuna-dashboard reads
+    trials = sorted(study.trials, key=lambda t: t.user_attrs["harness_run"])
+    assert [t.user_attrs["harness_run"] for t in trials] == ["0", "1", "2"]  # once each, the repeat ignored
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert trials[0].value == 0.7 and trials[0].params["kd.alpha"] == suggested[0]["kd.alpha"]
+    assert study.best_trial.user_attrs["harness_run"] == "0"
+
+
+def test_the_schedulers_rungs_survive_a_resume() -> None:
+    import pickle
+
+    from harness.sweep.search import SchedulerState
+
+    def scheduler() -> MethodScheduler:
+        return MethodScheduler({"kd": ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=4)})
+
+    before = scheduler()
+    for number, accuracy in enumerate((0.9, 0.8)):
+        trial = _trial(f"t{number}", "kd", "trial")
+        before.on_trial_add(None, trial)
+        before.on_trial_result(None, trial, {"epoch": 1, "val_accuracy": accuracy})
+    state = pickle.loads(pickle.dumps(SchedulerState(before).get_state()))  # as Tune saves it
+    after = scheduler()
+    SchedulerState(after).set_state(state)
+    late = _trial("t2", "kd", "trial")
+    after.on_trial_add(None, late)
+    # Against the restored rung (0.9, 0.8) a weak trial is stopped; against empty rungs it would go on.
+    assert after.on_trial_result(None, late, {"epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.STOP
+    fresh = scheduler()
+    fresh.on_trial_add(None, late)
+    assert fresh.on_trial_result(None, late, {"epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE

@@ -1,0 +1,128 @@
+"""A sweep whose driver is killed (SIGKILL) in the teacher stage, the search or the final stage,
+then resumed with `--resume`, ends with a whole record: every planned trial and final run
+exactly once, FINISHED, every epoch logged once, no run left RUNNING, each study whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.contract import Role, Tag
+from harness.sweep.final import final_runs
+from harness.sweep.plan import plan_sweep
+from harness.sweep.workers import RUN_KEY
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _space(tmp_path: Path) -> Path:
+    space = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    space["methods"] = ["kd", "direct"]
+    space["fixed"].update({"train.epochs": 5, "teacher.epochs": 4})
+    space["space"] = {"student.width": {"categorical": [4, 8]}, "kd.alpha": {"float": [0.2, 0.8]}}
+    space["search"].update({"num_samples": 2, "final_repeats": 1})
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def _runs(tmp_path: Path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = client.get_experiment_by_name("smoke-digits")
+        return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
+    except Exception:  # the store is being created by the driver
+        return []
+
+
+def _in_teacher_stage(tmp_path: Path) -> bool:
+    cache = tmp_path / "runs" / "teacher_cache"
+    return any(cache.glob("*/.lock")) and not any(cache.glob("*/teacher.pt"))
+
+
+def _in_search(tmp_path: Path) -> bool:
+    runs = _runs(tmp_path)
+    roles = [(r.data.tags.get(Tag.ROLE), r.info.status) for r in runs]
+    return (Role.TRIAL, "FINISHED") in roles and not any(role == Role.FINAL for role, _ in roles)
+
+
+def _in_final_stage(tmp_path: Path) -> bool:
+    return any(r.data.tags.get(Tag.ROLE) == Role.FINAL and r.info.status == "RUNNING" for r in _runs(tmp_path))
+
+
+def _kill_driver_when(point: Callable[[Path], bool], space: Path, tmp_path: Path) -> None:
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "sweep", "--space", str(space)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not point(tmp_path):
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the kill point was not reached in time"
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its Ray processes notice by themselves
+    driver.wait()
+    time.sleep(2)
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)  # whatever of its session is left, so nothing leaks into other tests
+    except ProcessLookupError:
+        pass
+    log.close()
+
+
+def _audit(space: Path, tmp_path: Path) -> None:
+    plan = plan_sweep(space)
+    runs = _runs(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    keys = Counter(run.data.tags[Tag.TRIAL_ID] for run in runs)
+    assert max(keys.values()) == 1, keys  # exactly one run per planned trial
+    assert all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
+    planned = {"smoke-digits/sweep"}
+    for method_plan in plan.methods:
+        method = method_plan.method
+        planned |= {f"smoke-digits/trial/{method}/{i}" for i in range(plan.space.search.num_samples)}
+        (best,) = [
+            r for r in runs
+            if r.data.tags.get(Tag.METHOD) == method and r.data.tags.get(Tag.BEST) == "true"
+        ]  # fmt: skip
+        values = {dim: yaml.safe_load(best.data.params[dim]) for dim in method_plan.dims}
+        planned |= {f"smoke-digits/final/{method}/{run[RUN_KEY]}" for run in final_runs(plan, method, values)}
+        study = optuna.load_study(study_name=method, storage=f"sqlite:///{tmp_path / 'runs/smoke-digits/optuna.db'}")
+        assert sorted(t.user_attrs["harness_run"] for t in study.trials) == ["0", "1"]  # each search trial once
+    assert set(keys) == planned
+    for run in runs:
+        if run.data.tags[Tag.ROLE] == Role.SWEEP:
+            continue
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(1, max(steps) + 1)), (run.info.run_name, steps)  # each epoch once
+        if run.data.tags.get(Tag.PRUNED) != "true":
+            assert max(steps) == 5 and "test_accuracy" in run.data.metrics, run.info.run_name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "point", [_in_teacher_stage, _in_search, _in_final_stage], ids=["teacher-stage", "search", "final-stage"]
+)
+def test_a_driver_killed_mid_sweep_resumes_to_a_whole_record(point, tmp_path: Path, run_harness) -> None:
+    space = _space(tmp_path)
+    _kill_driver_when(point, space, tmp_path)
+    result = run_harness("sweep", "--space", str(space), "--resume", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _audit(space, tmp_path)
+    assert (tmp_path / "runs" / "smoke-digits" / "report" / "report.md").exists()
