@@ -29,6 +29,8 @@ from harness.registry import METHODS
 from harness.training import Fitting, accuracy, noise_accuracies
 
 CACHE_FORMAT = 1
+TEACHER_FILE = "teacher.pt"  # `<cache>/<key>/teacher.pt`: a trained teacher, written whole
+TEACHER_FAILED = "failed.txt"  # beside it when its training failed (a sweep's trials waiting for it go on)
 NOISE_FILE = "noise_accuracy.json"  # beside teacher.pt: its test accuracy per "<type>/<level>"
 
 
@@ -121,7 +123,7 @@ def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
     """Returns the cached teacher for this trial, training and caching it first if needed."""
     key = teacher_key(ctx)
     folder = ctx.teacher_cache / key
-    path = folder / "teacher.pt"
+    path = folder / TEACHER_FILE
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -58,7 +58,7 @@ def build_report(tracking_uri: str | None, experiment: str, out_dir: Path, refer
             for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
                 (staging / "tables" / f"{table.key}.{suffix}").write_text(render(table), encoding="utf-8")
         figures = all_figures(exp, staging / "figures")
-        (staging / REPORT_FILE).write_text(index_markdown(exp, tables, figures), encoding="utf-8")
+        (staging / REPORT_FILE).write_text(index_markdown(exp, tables, figures, reference), encoding="utf-8")
         _replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from reports.figures import FigureFile
 from reports.loading import ExperimentRuns
 from reports.render import Table, to_markdown
+from reports.summary import summary_lines
 
 # Reading order: each figure follows the table it draws.
 FIGURE_AFTER_TABLE = {
@@ -64,10 +65,27 @@ def _figure_section(figure: FigureFile) -> list[str]:
     ]
 
 
-def index_markdown(exp: ExperimentRuns, tables: list[Table], figures: list[FigureFile]) -> str:
-    """The text of `report.md`: header, what is missing, then tables with their figures in reading order."""
+def _summary(exp: ExperimentRuns, reference: str | None) -> list[str]:
+    return [
+        "## Summary",
+        "",
+        *(f"- {line}" for line in summary_lines(exp, reference)),
+        "",
+        "*Rules: accuracy is clean test accuracy at the reference T; robustness is the mean accuracy over every "
+        "noise column; a difference is significant when its 95% confidence interval excludes 0 (table "
+        "`significance`). ± is the interval's half-width, in accuracy points.*",
+        "",
+    ]
+
+
+def index_markdown(
+    exp: ExperimentRuns, tables: list[Table], figures: list[FigureFile], reference: str | None = None
+) -> str:
+    """The text of `report.md`: the title, the three-line summary, what is missing, the settings,
+    then tables with their figures in reading order."""
     by_table = {FIGURE_AFTER_TABLE[f.key]: f for f in figures}
-    lines = _header(exp) + _missing(exp.gaps())
+    header = _header(exp)
+    lines = header[:2] + _summary(exp, reference) + header[2:] + _missing(exp.gaps())
     for number, table in enumerate(tables, start=1):
         lines += _table_section(number, table)
         if table.key in by_table:

@@ -27,6 +27,20 @@ class Difference:
         """Whether the interval lies entirely above or below 0."""
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
+    @property
+    def half_width(self) -> float | None:
+        """Half the interval's width (its ± around the difference), None where undefined."""
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+    def verdict(self, first: str, second: str) -> str:
+        """The comparison in words: `kd higher (the CI excludes 0)`, `no significant difference (the
+        CI includes 0)`, or why there is no interval."""
+        if self.low is None:
+            return "no interval (one seed)"
+        if not self.excludes_zero:
+            return "no significant difference (the CI includes 0)"
+        return f"{first if self.difference > 0 else second} higher (the CI excludes 0)"
+
 
 def compare(a: Mapping[int, float], b: Mapping[int, float]) -> Difference:
     """`a - b` over seeds: a paired t interval when both hold the same seeds, else Welch's.

@@ -7,6 +7,7 @@ table's description (reference T, one run per seed).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -14,7 +15,7 @@ from harness import contract
 from harness.contract import Tag, metric_column, param_column, parse_noise_metric
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table, fixed, significant
-from reports.stats import compare
+from reports.stats import Difference, compare
 
 TEACHER = "teacher (ANN)"
 NOT_LOGGED = "not logged"
@@ -295,20 +296,41 @@ def search_table(exp: ExperimentRuns) -> Table:
     )
 
 
-def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Table:
-    """`reference` (default: the sweep's first method, KD in the shipped spaces) minus each other
-    method at the reference T, for clean accuracy and every noise column."""
+@dataclass(frozen=True)
+class Comparison:
+    """`reference` minus `baseline` on one measure at the reference T, over their seeds."""
+
+    reference: str
+    baseline: str
+    metric: str
+    a: dict[int, float]
+    b: dict[int, float]
+    result: Difference
+
+
+def comparisons(exp: ExperimentRuns, reference: str | None = None) -> list[Comparison]:
+    """`reference` (default: the sweep's first method) against each other method, clean and under
+    every noise, at the reference T (what the significance table and the summary state)."""
     reference = reference or exp.methods[0]
     ref_t = exp.settings.reference_time_steps
     metrics = [contract.TEST_ACCURACY, *noise_metrics(exp)]
-    kd_runs = exp.finals_at(reference, ref_t)
-    rows = []
+    ref_runs = exp.finals_at(reference, ref_t)
+    found = []
     for baseline in [m for m in exp.methods if m != reference]:
         base_runs = exp.finals_at(baseline, ref_t)
         for metric in metrics:
-            a, b = per_seed(kd_runs, metric), per_seed(base_runs, metric)
+            a, b = per_seed(ref_runs, metric), per_seed(base_runs, metric)
             if a and b:
-                rows.append((f"{reference} vs {baseline}", _significance_cells(metric, a, b)))
+                found.append(Comparison(reference, baseline, metric, a, b, compare(a, b)))
+    return found
+
+
+def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Table:
+    """`reference` (default: the sweep's first method, KD in the shipped spaces) minus each other
+    method at the reference T, for clean accuracy and every noise column, with a verdict in words."""
+    reference = reference or exp.methods[0]
+    ref_t = exp.settings.reference_time_steps
+    rows = [(f"{c.reference} vs {c.baseline}", _significance_cells(c)) for c in comparisons(exp, reference)]
     notes = [] if rows else [f"Nothing to compare: {reference} or every baseline lacks final runs at T = {ref_t}."]
     return Table(
         key="significance",
@@ -318,7 +340,7 @@ def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Tab
             "under each noise, with its 95% confidence interval: a paired t interval over the seeds both methods "
             "ran (one value per seed: the seeds pair, since every method's final stage uses the same seeds), "
             "Welch's t interval where the seeds differ; undefined with a single seed. An interval that excludes 0 "
-            "marks a difference at the 5% level."
+            "marks a difference at the 5% level; the verdict says so in words."
         ),
         row_header="comparison",
         columns=(
@@ -328,6 +350,7 @@ def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Tab
             Column("difference"),
             Column("95% CI"),
             Column("p"),
+            Column("verdict", wrap=True),
             Column("test"),
         ),
         rows=tuple(rows),
@@ -336,18 +359,24 @@ def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Tab
     )
 
 
-def _significance_cells(metric: str, a: dict[int, float], b: dict[int, float]) -> tuple[Cell, ...]:
-    result = compare(a, b)
+def _significance_cells(comparison: Comparison) -> tuple[Cell, ...]:
+    result = comparison.result
     interval = DASH if result.low is None else f"[{result.low:+.4f}, {result.high:+.4f}]"
     return (
-        "clean" if metric == contract.TEST_ACCURACY else noise_label(metric),
-        Stat.of(a.values()),
-        Stat.of(b.values()),
+        measure_label(comparison.metric),
+        Stat.of(comparison.a.values()),
+        Stat.of(comparison.b.values()),
         f"{result.difference:+.4f}",
         interval,
         DASH if result.p_value is None else f"{result.p_value:.3g}",
+        result.verdict(comparison.reference, comparison.baseline),
         result.test,
     )
+
+
+def measure_label(metric: str) -> str:
+    """`clean` for the test accuracy, `gaussian 0.1` for a noise metric."""
+    return "clean" if metric == contract.TEST_ACCURACY else noise_label(metric)
 
 
 def all_tables(exp: ExperimentRuns, reference: str | None = None) -> list[Table]:

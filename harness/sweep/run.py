@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +35,16 @@ from harness.sweep.callback import MlflowTrialCallback
 from harness.sweep.final import final_runs, final_seeds
 from harness.sweep.plan import SweepPlan, check_same_plan, record_plan
 from harness.sweep.progress import SweepProgress
-from harness.sweep.search import STUDY_FILE, SchedulerState, SweepSearcher, make_scheduler, make_searcher
+from harness.sweep.search import (
+    STUDY_FILE,
+    SchedulerState,
+    SweepSearcher,
+    TeacherGate,
+    make_scheduler,
+    make_searcher,
+)
 from harness.sweep.workers import RUN_KEY, run_trial, train_teacher_task
+from harness.teacher import TEACHER_FAILED, TEACHER_FILE, teacher_key_of
 from harness.tracking import TrackedRun
 
 TRIALS_FOLDER = "trials"  # the sweep's Tune experiment, under <storage>/<space name>/
@@ -125,43 +132,50 @@ class WaitNotice(tune.Callback):
             self.said = now
 
 
-def teacher_stage(plan: SweepPlan, teacher_cache: Path, resources: ResourcesConfig) -> int:
-    """Trains every distinct teacher the trials of methods that need one will use, once, before
-    the trials (Ray tasks). Returns how many teachers were trained (cached ones are only checked)."""
-    import ray
-
-    from harness.teacher import teacher_key_of
-
-    needed: dict[str, TrialConfig] = {}
+def teachers_needed(plan: SweepPlan) -> dict[str, dict[str, TrialConfig]]:
+    """Per method that needs a teacher, the distinct teachers its search and final runs use (by key)."""
+    needed: dict[str, dict[str, TrialConfig]] = {}
     for method_plan in plan.methods:
         if not method_plan.capabilities.needs_teacher:
             continue
         base_seed = method_plan.config.seed
-        for seed in {base_seed, *final_seeds(plan.space, base_seed)}:
+        for seed in sorted({base_seed, *final_seeds(plan.space, base_seed)}):
             config = method_plan.trial_config({"seed": seed})
-            needed.setdefault(teacher_key_of(config), config)
-    missing = [c for key, c in needed.items() if not (teacher_cache / key / "teacher.pt").exists()]
-    task = ray.remote(num_cpus=_teacher_cpus(resources, len(missing)), num_gpus=resources.gpu)(train_teacher_task)
-    pending = [task.remote(config.model_dump(mode="json"), str(teacher_cache)) for config in missing]
-    started = time.monotonic()
-    while pending:
-        done, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_NOTICE_S)
-        ray.get(done)  # raises a teacher's error at once
-        if pending:
-            nodes, total = cluster_shape()
-            print(
-                f"teacher stage: {len(pending)} teacher(s) still training or waiting for "
-                f"{resources.gpu:g} GPU after {time.monotonic() - started:.0f} s; the cluster has "
-                f"{describe_cluster(nodes, total)}",
-                file=sys.stderr,
-                flush=True,
-            )
-    return len(missing)
+            needed.setdefault(method_plan.method, {}).setdefault(teacher_key_of(config), config)
+    return needed
+
+
+def start_teachers(plan: SweepPlan, teacher_cache: Path, resources: ResourcesConfig) -> tuple[list[Any], TeacherGate]:
+    """Starts a Ray task for every teacher not in the cache yet, without waiting for them.
+
+    They train beside the trials of the methods that need none (direct, conversion): the
+    searcher hands out a method's trials only once its teachers are cached (the returned gate).
+    When every method needs a teacher, nothing else can run meanwhile, so the teachers share
+    the cluster's CPUs.
+
+    Returns:
+        The tasks' object refs and the gate.
+    """
+    import ray
+
+    needed = teachers_needed(plan)
+    configs = {key: config for by_key in needed.values() for key, config in by_key.items()}
+    missing = {key: c for key, c in configs.items() if not (teacher_cache / key / TEACHER_FILE).exists()}
+    for key in missing:
+        (teacher_cache / key / TEACHER_FAILED).unlink(missing_ok=True)  # a failure before a resume: try again
+    alone = all(p.capabilities.needs_teacher for p in plan.methods)
+    cpus = _teacher_cpus(resources, len(missing)) if alone else resources.cpu
+    task = ray.remote(num_cpus=cpus, num_gpus=resources.gpu)(train_teacher_task)
+    refs = [task.remote(config.model_dump(mode="json"), str(teacher_cache)) for config in missing.values()]
+    gate = TeacherGate(
+        {m: tuple(str(teacher_cache / key / TEACHER_FILE) for key in by_key) for m, by_key in needed.items()}
+    )
+    return refs, gate
 
 
 def _teacher_cpus(resources: ResourcesConfig, teachers: int) -> float:
-    """CPUs per teacher task: nothing else runs during the teacher stage, so the teachers
-    share the cluster's CPUs (at most one node's worth each, at least a trial's)."""
+    """CPUs per teacher task when nothing else can run: the teachers share the cluster's CPUs
+    (at most one node's worth each, at least a trial's)."""
     import ray
 
     if teachers == 0:
@@ -169,6 +183,17 @@ def _teacher_cpus(resources: ResourcesConfig, teachers: int) -> float:
     largest_node = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
     share = ray.cluster_resources().get("CPU", 0.0) // teachers
     return max(resources.cpu, min(largest_node, share))
+
+
+def _teacher_outcomes(refs: list[Any], log: Callable[[str], None]) -> None:
+    """Waits for the teacher tasks (done by now: their methods' trials ran) and says which failed."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - the trials that needed it recorded their own failure
+            log(f"a teacher failed to train: {str(exc).strip().splitlines()[-1][:300]}")
 
 
 def _trainable(plan: SweepPlan, teacher_cache: Path, checkpoints: Path) -> Any:
@@ -185,14 +210,14 @@ def _trainable(plan: SweepPlan, teacher_cache: Path, checkpoints: Path) -> Any:
     return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
 
 
-def _sweep_tuner(plan: SweepPlan, folder: Path, trainable: Any, callbacks: list[Any]) -> Any:
+def _sweep_tuner(plan: SweepPlan, folder: Path, trainable: Any, callbacks: list[Any], gate: TeacherGate) -> Any:
     scheduler = make_scheduler(plan)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             metric=plan.space.search.metric,
             mode=plan.space.search.mode,
-            search_alg=make_searcher(plan, f"sqlite:///{folder.parent / STUDY_FILE}"),
+            search_alg=make_searcher(plan, f"sqlite:///{folder.parent / STUDY_FILE}", gate),
             scheduler=scheduler,
             num_samples=-1,  # the searcher says when it is done: after every method's final runs
             max_concurrent_trials=plan.space.search.max_concurrent,
@@ -260,22 +285,23 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     folder.mkdir(parents=True, exist_ok=True)
     record_plan(plan, folder)
     record_sweep(parent, plan)
-    trained = teacher_stage(plan, teacher_cache, plan.space.resources)
-    log(f"teacher stage: {trained} teacher(s) trained")
+    teachers, gate = start_teachers(plan, teacher_cache, plan.space.resources)
+    log(f"teachers: {len(teachers)} training beside the trials that need none")
     try:
         methods, searcher = _search_and_final_stage(
-            plan, options, parent.run_id, folder / TRIALS_FOLDER, teacher_cache, log
+            plan, options, parent.run_id, folder / TRIALS_FOLDER, teacher_cache, gate, log
         )
     except KeyboardInterrupt:
         parent.finish("KILLED", "interrupted; continue with harness sweep --resume")
         raise
+    _teacher_outcomes(teachers, log)
     ended = end_orphans(options, sweep_id)
     if ended:
         log(f"{ended} run(s) a killed driver left RUNNING, and no planned trial claimed, ended KILLED")
     missing = missing_finals(plan, options, searcher)
     parent.log_metrics({"sweep_seconds": time.time() - started})
     parent.finish("FINISHED" if not missing else "FAILED", "; ".join(missing) or None)
-    return {"parent_run_id": parent.run_id, "teachers_trained": trained, "methods": methods, "missing": missing}
+    return {"parent_run_id": parent.run_id, "teachers_trained": len(teachers), "methods": methods, "missing": missing}
 
 
 def check_store(options: SweepOptions) -> None:
@@ -360,6 +386,7 @@ def _search_and_final_stage(
     parent_run_id: str,
     folder: Path,
     teacher_cache: Path,
+    gate: TeacherGate,
     log: Callable[[str], None],
 ) -> tuple[dict[str, dict[str, Any]], SweepSearcher]:
     """Every method's search and final runs, as one Tune experiment in `folder`; returns each
@@ -374,7 +401,7 @@ def _search_and_final_stage(
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=False)
     else:
         callbacks = [callback, WaitNotice(plan.space.resources), SweepProgress.for_plan(plan)]
-        tuner = _sweep_tuner(plan, folder, trainable, callbacks)
+        tuner = _sweep_tuner(plan, folder, trainable, callbacks, gate)
     tuner.fit()
     searcher = SweepSearcher.saved(folder)
     _stop_if_interrupted(folder, searcher)

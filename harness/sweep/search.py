@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from harness.progress import write
 from harness.sweep.final import final_runs
 from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
 from harness.sweep.workers import EPOCH_KEY, FAILURE_KEY, ROLE_KEY, RUN_KEY
+from harness.teacher import TEACHER_FAILED
 
 STUDY_FILE = "optuna.db"  # the mirrored Optuna studies, in the sweep's folder
 RUN_ATTR = "harness_run"  # the mirrored trial's identity (its search index)
@@ -114,6 +116,18 @@ def _finite(value: Any) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TeacherGate:
+    """Per method, the teacher files its trials wait for. A teacher whose training failed
+    (`TEACHER_FAILED` beside it) opens the gate too: the trial then fails with the teacher's error."""
+
+    files: dict[str, tuple[str, ...]]
+
+    def ready(self, method: str) -> bool:
+        """Whether every teacher of `method` is cached (or has failed)."""
+        return all(Path(f).exists() or Path(f).with_name(TEACHER_FAILED).exists() for f in self.files.get(method, ()))
+
+
 class DefineByRun:
     """An Optuna define-by-run space sampling exactly `dims` (no computation inside).
 
@@ -161,6 +175,8 @@ class SweepSearcher(Searcher):
             must pickle (Tune saves the searcher).
         metric, mode: the search objective.
         mirror: where ended search trials are recorded as Optuna studies (None: nowhere).
+        gate: which methods wait for their teachers (None: none waits); a waiting method's
+            turn passes to the next until its teachers are cached.
     """
 
     def __init__(
@@ -171,6 +187,7 @@ class SweepSearcher(Searcher):
         metric: str,
         mode: str,
         mirror: StudyMirror | None = None,
+        gate: TeacherGate | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.methods = list(searchers)
@@ -178,6 +195,7 @@ class SweepSearcher(Searcher):
         self.budget = dict(budget)
         self.final_runs = final_runs
         self.mirror = mirror
+        self.gate = gate
         self.sampled: dict[str, list[dict[str, Any]]] = {m: [] for m in self.methods}  # in suggestion order
         self.outcomes: dict[str, dict[int, tuple[dict | None, bool]]] = {m: {} for m in self.methods}
         self.trials: dict[str, tuple[str, int]] = {}  # search trial id -> (method, suggestion index)
@@ -208,7 +226,7 @@ class SweepSearcher(Searcher):
         for _ in self.methods:
             method = self.methods[self.turn % len(self.methods)]
             self.turn += 1
-            if len(self.sampled[method]) < self.budget[method]:
+            if len(self.sampled[method]) < self.budget[method] and (self.gate is None or self.gate.ready(method)):
                 return self._suggest_search(method, trial_id)
         if len(self.best) == len(self.methods):
             return Searcher.FINISHED
@@ -338,7 +356,7 @@ class SchedulerState(tune.Callback):
         self.scheduler.load_state(state.get("schedulers", {}))
 
 
-def make_searcher(plan: SweepPlan, study_storage: str | None = None) -> SweepSearcher:
+def make_searcher(plan: SweepPlan, study_storage: str | None = None, gate: TeacherGate | None = None) -> SweepSearcher:
     """The sweep's searcher: per method a seeded `OptunaSearch` over its dims (None when it
     samples nothing), its budget, its final runs, and the mirror of its studies in `study_storage`."""
     from ray.tune.search.optuna import OptunaSearch
@@ -366,6 +384,7 @@ def make_searcher(plan: SweepPlan, study_storage: str | None = None) -> SweepSea
         mirror=None
         if study_storage is None
         else StudyMirror(study_storage, {p.method: p.sampler_dims() for p in plan.methods}, search.mode),
+        gate=gate,
     )
 
 

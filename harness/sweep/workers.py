@@ -162,12 +162,18 @@ def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:
         The teacher's cache key.
     """
     from harness.methods import TrialContext
-    from harness.teacher import load_or_train_teacher
+    from harness.teacher import TEACHER_FAILED, load_or_train_teacher, teacher_key_of
     from harness.trial import load_trial_data, resolve_device
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     trial = TrialConfig.of(config)
-    device = resolve_device(trial.train.device)
-    data = load_trial_data(trial, device)
-    record = load_or_train_teacher(TrialContext(trial, data, device, Path(teacher_cache), lambda _: None))
+    try:
+        device = resolve_device(trial.train.device)
+        data = load_trial_data(trial, device)
+        record = load_or_train_teacher(TrialContext(trial, data, device, Path(teacher_cache), lambda _: None))
+    except Exception as exc:
+        failed = Path(teacher_cache) / teacher_key_of(trial) / TEACHER_FAILED
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        failed.write_text(f"{type(exc).__name__}: {exc}\n")
+        raise
     return record.key

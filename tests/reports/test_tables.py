@@ -76,7 +76,33 @@ def test_significance_is_a_paired_t_interval_over_the_seeds(written_store: str, 
     low, high = (float(x) for x in row["95% CI"].strip("[]").split(","))
     assert low == pytest.approx(statistics.fmean(deltas) - half, abs=1e-4)
     assert high == pytest.approx(statistics.fmean(deltas) + half, abs=1e-4)
+    assert row["verdict"] == (
+        "kd higher (the CI excludes 0)" if low > 0 else "no significant difference (the CI includes 0)"
+    )
     assert ("kd vs conversion", "salt_pepper 0.05") in rows
+
+
+def test_the_report_opens_with_three_lines_that_answer(written_store: str, complete_report: Path) -> None:
+    """Most accurate, most robust, and which differences are significant, computed from the store."""
+    text = complete_report.read_text()
+    summary = text.split("## Summary", 1)[1].split("\n\n", 2)[1].splitlines()
+    assert len(summary) == 3 and text.index("## Summary") < text.index("## 1.")
+    accuracy, robustness, significance = summary
+    means = {m: statistics.fmean(_metric(written_store, "complete", m, REFERENCE_T, "test_accuracy").values())
+             for m in ("kd", "direct", "conversion")}  # fmt: skip
+    assert (
+        f"**kd** ({means['kd']:.4f}); then direct {means['direct']:.4f}, conversion {means['conversion']:.4f}"
+        in accuracy
+    )
+    assert "mean over 3 seeds" in accuracy and "The teacher (ANN) reaches" in accuracy
+    assert "Most robust (mean accuracy over the 3 noise columns): **kd**" in robustness
+    kd = _metric(written_store, "complete", "kd", REFERENCE_T, "test_accuracy")
+    direct = _metric(written_store, "complete", "direct", REFERENCE_T, "test_accuracy")
+    deltas = [kd[s] - direct[s] for s in SEEDS]
+    half = stats.t.ppf(0.975, len(deltas) - 1) * statistics.stdev(deltas) / len(deltas) ** 0.5
+    assert f"kd − direct {100 * statistics.fmean(deltas):+.2f} points" in significance
+    assert f"± {100 * half:.2f}): significant" in significance
+    assert "Under noise, " in significance and " differences are significant" in significance
 
 
 def test_a_partial_experiment_renders_what_exists_and_says_what_is_missing(partial_report: Path, read_csv) -> None:

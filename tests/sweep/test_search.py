@@ -181,3 +181,24 @@ def test_the_schedulers_rungs_survive_a_resume() -> None:
     fresh = scheduler()
     fresh.on_trial_add(None, late)
     assert fresh.on_trial_result(None, late, {"epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
+
+
+def test_a_method_waits_for_its_teacher_while_the_others_run(tmp_path: Path) -> None:
+    from harness.sweep.search import TeacherGate
+
+    teacher = tmp_path / "key" / "teacher.pt"
+    searcher = SweepSearcher(
+        searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}}), "direct": None},
+        budget={"kd": 1, "direct": 1},
+        final_runs=_final_runs,
+        metric="val_accuracy",
+        mode="max",
+        gate=TeacherGate({"kd": (str(teacher),)}),
+    )
+    assert searcher.suggest("t0")["method"] == "direct"  # kd's turn passes: its teacher trains
+    assert searcher.suggest("t1") is None
+    searcher.on_trial_complete("t0", {"val_accuracy": 0.5, "test_accuracy": 0.5})
+    assert searcher.suggest("f0")["role"] == "final"  # direct's final runs go on meanwhile
+    teacher.parent.mkdir()
+    (teacher.parent / "failed.txt").write_text("boom")  # a failed teacher opens the gate: the trial records it
+    assert searcher.suggest("t2")["method"] == "kd"

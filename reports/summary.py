@@ -1,0 +1,94 @@
+"""The three lines `report.md` opens with: the most accurate method, the most robust, and which
+differences are significant.
+
+Rules (also printed in the report): accuracy is the clean test accuracy at the reference T,
+mean over the final-stage seeds; robustness is the mean, over every noise column, of a method's
+mean accuracy under that noise; a difference is significant when its 95% confidence interval
+(`reports.stats.compare`) excludes 0. Only the spiking methods are ranked; the ANN teacher is
+named beside them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from harness import contract
+from reports.loading import ExperimentRuns
+from reports.tables import TEACHER, Comparison, comparisons, metric_stat, noise_metrics, teacher_runs
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def _ranking(scores: dict[str, float], digits: int = 4) -> str:
+    ordered = sorted(scores.items(), key=lambda item: -item[1])
+    first, *rest = ordered
+    tail = "; then " + ", ".join(f"{name} {value:.{digits}f}" for name, value in rest) if rest else ""
+    return f"**{first[0]}** ({first[1]:.{digits}f}){tail}"
+
+
+def accuracy_line(exp: ExperimentRuns) -> str:
+    """Line 1: the methods ranked by clean test accuracy at the reference T."""
+    ref_t = exp.settings.reference_time_steps
+    stats = {m: metric_stat(exp.finals_at(m, ref_t), contract.TEST_ACCURACY) for m in exp.methods}
+    scores = {m: s.mean for m, s in stats.items() if s is not None}
+    if not scores:
+        return f"No method has finished final runs at T = {ref_t}."
+    seeds = max(s.n for s in stats.values() if s is not None)
+    teacher = metric_stat(teacher_runs(exp), contract.TEACHER_TEST_ACCURACY)
+    beside = f" The {TEACHER} reaches {teacher.mean:.4f}." if teacher is not None else ""
+    return f"Most accurate at T = {ref_t} (clean test accuracy, mean over {seeds} seeds): {_ranking(scores)}.{beside}"
+
+
+def robustness_line(exp: ExperimentRuns) -> str:
+    """Line 2: the methods ranked by their mean accuracy over every noise column."""
+    ref_t = exp.settings.reference_time_steps
+    noise = noise_metrics(exp)
+    if not noise:
+        return "Robustness: no noise was evaluated (`eval.noise` is empty)."
+    scores = {}
+    for method in exp.methods:
+        cells = [metric_stat(exp.finals_at(method, ref_t), metric) for metric in noise]
+        if cells and all(cell is not None for cell in cells):
+            scores[method] = math.fsum(cell.mean for cell in cells) / len(cells)
+    if not scores:
+        return "Robustness: no method has accuracies under every noise."
+    return f"Most robust (mean accuracy over the {len(noise)} noise columns): {_ranking(scores)}."
+
+
+def _clean_verdict(c: Comparison) -> str:
+    r = c.result
+    if r.low is None:
+        return f"{c.reference} − {c.baseline} {_points(r.difference)} points (one seed: no interval)"
+    interval = f"95% CI [{_points(r.low)}, {_points(r.high)}], ± {100 * r.half_width:.2f}"
+    word = "significant" if r.excludes_zero else "not significant"
+    return f"{c.reference} − {c.baseline} {_points(r.difference)} points ({interval}): {word}"
+
+
+def significance_line(exp: ExperimentRuns, reference: str | None = None) -> str:
+    """Line 3: the clean differences with their intervals in words, and how many noisy ones exclude 0."""
+    found = comparisons(exp, reference)
+    if not found:
+        return "Significance: nothing to compare (a method lacks final runs at the reference T)."
+    clean = [c for c in found if c.metric == contract.TEST_ACCURACY]
+    noisy = [c for c in found if c.metric != contract.TEST_ACCURACY]
+    line = "Clean accuracy: " + "; ".join(_clean_verdict(c) for c in clean) + "."
+    tested = [c for c in noisy if c.result.low is not None]
+    if tested:
+        significant = [c for c in tested if c.result.excludes_zero]
+        line += f" Under noise, {len(significant)} of {len(tested)} differences are significant"
+        line += f" ({', '.join(f'{c.baseline} {_noise(c.metric)}' for c in significant)})." if significant else "."
+    elif noisy:
+        line += " Under noise: no intervals (one seed)."
+    return line
+
+
+def _noise(metric: str) -> str:
+    kind, level = contract.parse_noise_metric(metric)
+    return f"{kind} {level:g}"
+
+
+def summary_lines(exp: ExperimentRuns, reference: str | None = None) -> list[str]:
+    """The three lines of the summary."""
+    return [accuracy_line(exp), robustness_line(exp), significance_line(exp, reference)]
