@@ -10,9 +10,10 @@ MLflow store in a temporary folder) and reads back:
   when Tune starts the trial and closes it when Tune reports it complete);
 * the training alone: the trial's `train_seconds` metric.
 
-`utilization = sum(time_total_s) / (wall of the search and final stages x slots)`, slots =
-min(search.max_concurrent, CPUs / resources.cpu). The slot time not used is split into time
-with no trial running (Tuner setup, results) and time with fewer trials than slots (the
+`utilization = (sum(time_total_s) + teacher task time) / (wall from Ray's start to the last
+trial's end x slots)`, slots = min(search.max_concurrent, CPUs / resources.cpu): teachers train
+in a slot beside the trials that need none, so their time is slot time used too. The slot
+time not used is split into time with no trial running (Tuner setup, results) and time with fewer trials than slots (the
 sweep's tail, a method's final runs waiting for its search, or a trial start in progress). Overheads per trial:
 Ray/Tune = MLflow lifetime - time_total_s; in the trainable = time_total_s - train_seconds.
 Teacher cache: teachers trained by the sweep against trials that use a teacher.
@@ -88,8 +89,7 @@ def run(space: Path, folder: Path, cpus: int, overrides: list[tuple[str, Any]]) 
     marks: dict[str, float] = {}
 
     def log(message: str) -> None:
-        if message.startswith("teacher stage"):
-            marks["teachers_done"] = time.time()
+        del message  # the sweep's own progress lines; the figures come from the store and Tune
 
     stages: list[dict[str, Any]] = []
     record_fits(stages)
@@ -101,22 +101,22 @@ def run(space: Path, folder: Path, cpus: int, overrides: list[tuple[str, Any]]) 
     finally:
         ended = time.time()
         ray.shutdown()
-    marks.setdefault("teachers_done", marks["ray_ready"])
     return {"plan": plan, "options": options, "summary": summary, "started": started, "ended": ended,
             "stages": stages, **marks}  # fmt: skip
 
 
 def tune_trials(storage: Path, name: str) -> dict[str, dict[str, Any]]:
-    """`time_total_s` and status of every Tune trial of the sweep, keyed `<role>/<method>/<trial_id>`."""
+    """`time_total_s` and status of every Tune trial of the sweep, keyed `<role>/<method>/<run>`
+    (the trial's identity in the plan, as in its MLflow run's `harness.trial_id`)."""
     from ray.tune import ExperimentAnalysis
 
     from harness.sweep.run import TRIALS_FOLDER
-    from harness.sweep.workers import ROLE_KEY
+    from harness.sweep.workers import run_identity
 
     trials: dict[str, dict[str, Any]] = {}
     for trial in ExperimentAnalysis(str(storage / name / TRIALS_FOLDER)).trials:
         last = trial.last_result or {}
-        key = f"{trial.config[ROLE_KEY]}/{trial.config['method']}/{trial.trial_id}"
+        key = run_identity(trial.config)
         trials[key] = {"time_total_s": float(last.get("time_total_s", 0.0)), "status": trial.status}
     return trials
 
@@ -132,8 +132,8 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> dict[str, dict[str, Any]]
         role = r.data.tags.get("harness.role")
         if role not in ("trial", "final"):
             continue
-        _, role_, method, trial_id = r.data.tags["harness.trial_id"].split("/")
-        runs[f"{role_}/{method}/{trial_id}"] = {
+        _, role_, method, run = r.data.tags["harness.trial_id"].split("/")
+        runs[f"{role_}/{method}/{run}"] = {
             "start": r.info.start_time / 1000,
             "end": (r.info.end_time or r.info.start_time) / 1000,
             "train_seconds": r.data.metrics.get("train_seconds", float("nan")),
@@ -164,11 +164,13 @@ def analyse(outcome: dict[str, Any], cpus: int) -> dict[str, Any]:
     tune = tune_trials(options.storage.resolve(), space.name)
     runs = mlflow_runs(options.tracking_uri, options.experiment)
     keys = sorted(set(tune) & set(runs))
+    teachers = [tuple(span) for span in outcome["summary"]["teacher_spans"]]
+    teacher_compute = sum(end - start for start, end in teachers)
     compute = sum(tune[k]["time_total_s"] for k in keys)
-    wall = outcome["ended"] - outcome["teachers_done"]
+    wall = outcome["ended"] - outcome["ray_ready"]
     ray_overhead = [runs[k]["end"] - runs[k]["start"] - tune[k]["time_total_s"] for k in keys]
     in_trainable = [tune[k]["time_total_s"] - runs[k]["train_seconds"] for k in keys]
-    intervals = [(runs[k]["start"], runs[k]["end"]) for k in keys]
+    intervals = [(runs[k]["start"], runs[k]["end"]) for k in keys] + teachers
     stages = stage_breakdown(outcome["stages"], tune, runs, outcome["ended"])
     teacher_trials = sum(1 for k in keys if plan.of(k.split("/")[1]).capabilities.needs_teacher)
     return {
@@ -179,13 +181,13 @@ def analyse(outcome: dict[str, Any], cpus: int) -> dict[str, Any]:
         "wall_s": {
             "total": outcome["ended"] - outcome["started"],
             "ray_start": outcome["ray_ready"] - outcome["started"],
-            "teacher_stage": outcome["teachers_done"] - outcome["ray_ready"],
-            "search_and_final": wall,
+            "trials_and_teachers": wall,
         },
         "trial_compute_s": compute,
-        "utilization": compute / (wall * slots),
+        "teacher_compute_s": teacher_compute,
+        "utilization": (compute + teacher_compute) / (wall * slots),
         "lifetime_utilization": sum(e - s for s, e in intervals) / (wall * slots),
-        "idle_slot_s": idle_split(intervals, outcome["teachers_done"], outcome["ended"], slots),
+        "idle_slot_s": idle_split(intervals, outcome["ray_ready"], outcome["ended"], slots),
         "per_trial_overhead_s": {
             "ray_tune_mlflow_median": median(ray_overhead),
             "ray_tune_mlflow_total": sum(ray_overhead),
@@ -246,9 +248,9 @@ def report(result: dict[str, Any]) -> str:
     rows = [
         ["trials (pruned)", f"{result['trials']} ({result['pruned']})"],
         ["slots", result["slots"]],
-        ["wall: Ray start / teacher stage / search+final (s)",
-         f"{fmt(w['ray_start'], 1)} / {fmt(w['teacher_stage'], 1)} / {fmt(w['search_and_final'], 1)}"],
-        ["sum of trial compute time_total_s (s)", fmt(result["trial_compute_s"], 1)],
+        ["wall: Ray start / trials and teachers (s)", f"{fmt(w['ray_start'], 1)} / {fmt(w['trials_and_teachers'], 1)}"],
+        ["compute: trials time_total_s / teachers (s)",
+         f"{fmt(result['trial_compute_s'], 1)} / {fmt(result['teacher_compute_s'], 1)}"],
         ["**utilization**", f"**{fmt(result['utilization'], 3)}**"],
         ["slot time inside trial lifetimes", fmt(result["lifetime_utilization"], 3)],
         ["unused slot-s: no trial running / fewer trials than slots",

@@ -504,6 +504,10 @@ class SearchConfig(Section):
     # eval.reference_time_steps; None: every eval.time_steps value. Other T of the curve are
     # then read off those runs.
     final_time_steps: tuple[TimeSteps, ...] | None = None
+    # What a search trial measures after its last epoch. `full`: everything a final run does.
+    # `clean`: test accuracy at the reference T only (no noise, no other T), which the search
+    # needs no more of; noise, the time-step curve and efficiency come from the final runs.
+    trial_evaluation: Literal["full", "clean"] = "full"
 
 
 class ResourcesConfig(Section):

@@ -17,7 +17,8 @@ def test_default_space_loads_and_resolves() -> None:
     assert config.dataset.name == "mnist-5k"
     assert config.snn.time_steps == 4
     assert config.eval.time_steps == (1, 2, 4, 8)
-    assert config.eval.noise["gaussian"] == (0.1, 0.2)
+    assert dict(config.eval.noise) == {"gaussian": (0.2,), "salt_pepper": (0.05,), "gaussian_blur": (1.0,)}
+    assert space.search.final_repeats >= 5  # the report's confidence intervals rest on five seeds
 
 
 def test_overrides_win_and_values_are_read_as_yaml(tiny_space: Path) -> None:

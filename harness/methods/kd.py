@@ -104,7 +104,7 @@ class KDMethod(DistillationMethod):
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
         kd: KDConfig = self.ctx.config.options
-        with torch.no_grad():
+        with torch.inference_mode():  # the frozen teacher: no autograd bookkeeping at all
             teacher_steps, teacher_features = self.teacher(images, 1, return_features=True)
         student_steps, student_features = self.student(images, self.ctx.config.snn.time_steps, return_features=True)
         loss = kd_loss(student_steps.mean(0), teacher_steps.mean(0), labels, kd.alpha, kd.temperature)

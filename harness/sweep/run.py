@@ -36,7 +36,6 @@ from harness.sweep.final import final_runs, final_seeds
 from harness.sweep.plan import SweepPlan, check_same_plan, record_plan
 from harness.sweep.progress import SweepProgress
 from harness.sweep.search import (
-    STUDY_FILE,
     SchedulerState,
     SweepSearcher,
     TeacherGate,
@@ -185,15 +184,19 @@ def _teacher_cpus(resources: ResourcesConfig, teachers: int) -> float:
     return max(resources.cpu, min(largest_node, share))
 
 
-def _teacher_outcomes(refs: list[Any], log: Callable[[str], None]) -> None:
-    """Waits for the teacher tasks (done by now: their methods' trials ran) and says which failed."""
+def _teacher_outcomes(refs: list[Any], log: Callable[[str], None]) -> list[tuple[float, float]]:
+    """Waits for the teacher tasks (done by now: their methods' trials ran), says which failed,
+    and returns when each that succeeded started and ended."""
     import ray
 
+    spans = []
     for ref in refs:
         try:
-            ray.get(ref)
+            _, started, ended = ray.get(ref)
+            spans.append((started, ended))
         except Exception as exc:  # noqa: BLE001 - the trials that needed it recorded their own failure
             log(f"a teacher failed to train: {str(exc).strip().splitlines()[-1][:300]}")
+    return spans
 
 
 def _trainable(plan: SweepPlan, teacher_cache: Path, checkpoints: Path) -> Any:
@@ -217,7 +220,7 @@ def _sweep_tuner(plan: SweepPlan, folder: Path, trainable: Any, callbacks: list[
         tune_config=tune.TuneConfig(
             metric=plan.space.search.metric,
             mode=plan.space.search.mode,
-            search_alg=make_searcher(plan, f"sqlite:///{folder.parent / STUDY_FILE}", gate),
+            search_alg=make_searcher(plan, folder.parent, gate),
             scheduler=scheduler,
             num_samples=-1,  # the searcher says when it is done: after every method's final runs
             max_concurrent_trials=plan.space.search.max_concurrent,
@@ -294,14 +297,20 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     except KeyboardInterrupt:
         parent.finish("KILLED", "interrupted; continue with harness sweep --resume")
         raise
-    _teacher_outcomes(teachers, log)
+    teacher_spans = _teacher_outcomes(teachers, log)
     ended = end_orphans(options, sweep_id)
     if ended:
         log(f"{ended} run(s) a killed driver left RUNNING, and no planned trial claimed, ended KILLED")
     missing = missing_finals(plan, options, searcher)
     parent.log_metrics({"sweep_seconds": time.time() - started})
     parent.finish("FINISHED" if not missing else "FAILED", "; ".join(missing) or None)
-    return {"parent_run_id": parent.run_id, "teachers_trained": len(teachers), "methods": methods, "missing": missing}
+    return {
+        "parent_run_id": parent.run_id,
+        "teachers_trained": len(teachers),
+        "teacher_spans": teacher_spans,  # (start, end) of each teacher task, beside the trials
+        "methods": methods,
+        "missing": missing,
+    }
 
 
 def check_store(options: SweepOptions) -> None:

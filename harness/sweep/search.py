@@ -18,10 +18,18 @@ after the method (`<storage>/<sweep>/optuna.db`), which optuna-dashboard and
 the experiment; the mirror holds each ended search trial once (keyed by its identity), so it
 stays whole and without duplicates across `--resume`. Each method's ASHA is saved with the
 experiment too (`SchedulerState`), so a resumed search prunes against the rungs it had.
+
+Tune saves the searcher only now and then, so after a killed driver the saved one can be older
+than the final runs that already ran. The choice of each method's best trial is therefore
+written the moment it is made (`<storage>/<sweep>/choices.json`), and a choice on record stands:
+a resumed search that ends again (its last trial rerun, perhaps pruned differently by an older
+ASHA state) retrains the configuration whose final runs exist, not a new one.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +50,7 @@ from harness.sweep.workers import EPOCH_KEY, FAILURE_KEY, ROLE_KEY, RUN_KEY
 from harness.teacher import TEACHER_FAILED
 
 STUDY_FILE = "optuna.db"  # the mirrored Optuna studies, in the sweep's folder
+CHOICES_FILE = "choices.json"  # each method's chosen search trial, in the sweep's folder
 RUN_ATTR = "harness_run"  # the mirrored trial's identity (its search index)
 
 
@@ -177,6 +186,9 @@ class SweepSearcher(Searcher):
         mirror: where ended search trials are recorded as Optuna studies (None: nowhere).
         gate: which methods wait for their teachers (None: none waits); a waiting method's
             turn passes to the next until its teachers are cached.
+        trial_settings: per method, values every search trial sets besides its sampled ones
+            (`search.trial_evaluation: clean`: no noise, one T); final runs do not set them.
+        choices: the file that records each method's choice when it is made (None: nowhere).
     """
 
     def __init__(
@@ -188,6 +200,8 @@ class SweepSearcher(Searcher):
         mode: str,
         mirror: StudyMirror | None = None,
         gate: TeacherGate | None = None,
+        trial_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        choices: Path | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.methods = list(searchers)
@@ -196,6 +210,8 @@ class SweepSearcher(Searcher):
         self.final_runs = final_runs
         self.mirror = mirror
         self.gate = gate
+        self.trial_settings = {method: dict(values) for method, values in (trial_settings or {}).items()}
+        self.choices = choices
         self.sampled: dict[str, list[dict[str, Any]]] = {m: [] for m in self.methods}  # in suggestion order
         self.outcomes: dict[str, dict[int, tuple[dict | None, bool]]] = {m: {} for m in self.methods}
         self.trials: dict[str, tuple[str, int]] = {}  # search trial id -> (method, suggestion index)
@@ -241,7 +257,8 @@ class SweepSearcher(Searcher):
         index = len(self.sampled[method])
         self.trials[trial_id] = (method, index)
         self.sampled[method].append(dict(values))
-        return {**values, "method": method, ROLE_KEY: Role.TRIAL.value, RUN_KEY: str(index)}
+        settings = self.trial_settings.get(method, {})
+        return {**settings, **values, "method": method, ROLE_KEY: Role.TRIAL.value, RUN_KEY: str(index)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.trials:
@@ -263,11 +280,17 @@ class SweepSearcher(Searcher):
             self._end_search(method)
 
     def _end_search(self, method: str) -> None:
-        outcomes = self.outcomes[method]
-        chosen = pick_best((outcomes[i] for i in range(len(outcomes))), self.metric, self.mode)
-        best = None if chosen is None else self.sampled[method][chosen]
+        recorded = read_choices(self.choices).get(method)
+        if recorded is not None:  # made before a killed driver: its final runs may exist already
+            run, best = recorded["run"], recorded["values"]
+        else:
+            outcomes = self.outcomes[method]
+            chosen = pick_best((outcomes[i] for i in range(len(outcomes))), self.metric, self.mode)
+            run, best = (None, None) if chosen is None else (str(chosen), self.sampled[method][chosen])
+            if self.choices is not None:
+                record_choice(self.choices, method, run, best)
         self.best[method] = best
-        self.chosen[method] = None if chosen is None else str(chosen)
+        self.chosen[method] = run
         runs = [] if best is None else self.final_runs(method, best)
         self.queued.extend({**run, "method": method, ROLE_KEY: Role.FINAL.value} for run in runs)
         write(f"search {method}: done, best {best}; {len(runs)} final run(s) queued")
@@ -279,6 +302,22 @@ class SweepSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))  # noqa: S301 - Tune's own state file, as OptunaSearch does
+
+
+def read_choices(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The choices on record in `path`: per method, `run` (the chosen search index) and `values`."""
+    if path is None or not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def record_choice(path: Path, method: str, run: str | None, values: Mapping[str, Any] | None) -> None:
+    """Adds `method`'s choice to `path`, written whole (a temporary file renamed)."""
+    choices = read_choices(path) | {method: {"run": run, "values": None if values is None else dict(values)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    scratch.write_text(json.dumps(choices, indent=1, sort_keys=True))
+    os.replace(scratch, path)
 
 
 class MethodScheduler(FIFOScheduler):
@@ -356,9 +395,10 @@ class SchedulerState(tune.Callback):
         self.scheduler.load_state(state.get("schedulers", {}))
 
 
-def make_searcher(plan: SweepPlan, study_storage: str | None = None, gate: TeacherGate | None = None) -> SweepSearcher:
+def make_searcher(plan: SweepPlan, folder: Path | None = None, gate: TeacherGate | None = None) -> SweepSearcher:
     """The sweep's searcher: per method a seeded `OptunaSearch` over its dims (None when it
-    samples nothing), its budget, its final runs, and the mirror of its studies in `study_storage`."""
+    samples nothing), its budget and its final runs; with the sweep's `folder`, the mirror of its
+    studies (`STUDY_FILE`) and the record of its choices (`CHOICES_FILE`) there."""
     from ray.tune.search.optuna import OptunaSearch
 
     search = plan.space.search
@@ -381,11 +421,23 @@ def make_searcher(plan: SweepPlan, study_storage: str | None = None, gate: Teach
         final_runs=partial(final_runs, plan),
         metric=search.metric,
         mode=search.mode,
+        trial_settings={p.method: trial_settings(p, search.trial_evaluation) for p in plan.methods},
         mirror=None
-        if study_storage is None
-        else StudyMirror(study_storage, {p.method: p.sampler_dims() for p in plan.methods}, search.mode),
+        if folder is None
+        else StudyMirror(
+            f"sqlite:///{folder / STUDY_FILE}", {p.method: p.sampler_dims() for p in plan.methods}, search.mode
+        ),
         gate=gate,
+        choices=None if folder is None else folder / CHOICES_FILE,
     )
+
+
+def trial_settings(plan: MethodPlan, evaluation: str) -> dict[str, Any]:
+    """What a search trial of `plan` sets besides its samples: with `clean` evaluation, no noise and
+    the reference T as the only T of the curve."""
+    if evaluation == "full":
+        return {}
+    return {"eval.noise": {}, "eval.time_steps": [plan.config.eval.reference_time_steps]}
 
 
 def make_scheduler(plan: SweepPlan) -> MethodScheduler:

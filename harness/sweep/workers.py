@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,13 +68,17 @@ class TrialCheckpoints:
                 continue
         return sorted(found)
 
-    def latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint that loads (a damaged one is skipped), or None."""
+    def latest(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The newest checkpoint that loads and was written for `config` (the resolved config in
+        its JSON form), or None. A damaged checkpoint is skipped; so is one of another config,
+        which is not this trial's whatever its folder says."""
         for _, path in reversed(self._files()):
             try:
-                return torch.load(path, map_location="cpu", weights_only=True)
+                state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception:  # noqa: BLE001 - unreadable for any reason: fall back to the one before
                 continue
+            if state.get("config") == config:
+                return state
         return None
 
     def save(self, state: Mapping[str, Any], epoch: int, done: bool) -> None:
@@ -114,8 +119,9 @@ def run_trial(
     torch.set_num_threads(max(1, threads))
     node = ray.get_runtime_context().get_node_id()
     config = plans[sampled["method"]].trial_config(trial_values(sampled))
+    resolved = config.model_dump(mode="json")  # into every checkpoint, and checked on resume
     saved = TrialCheckpoints(Path(checkpoints) / run_identity(sampled))
-    state = saved.latest()
+    state = saved.latest(resolved)
     history: dict[str, dict[str, float]] = {} if state is None else dict(state.get("history") or {})
     backfill = dict(history)  # what a restarted trial hands the driver again, once
     if state is not None and state.get("final") is not None:  # it ended; its driver did not hear
@@ -132,7 +138,9 @@ def run_trial(
         done = epoch == config.train.epochs
         history[str(epoch)] = dict(metrics)
         snapshot = {**method.state_dict(), "epoch": epoch, "train_seconds": metrics["train_seconds"]}
-        saved.save({**snapshot, "history": history, "final": dict(metrics) if done else None}, epoch, done)
+        saved.save(
+            {**snapshot, "config": resolved, "history": history, "final": dict(metrics) if done else None}, epoch, done
+        )
         last_epoch = epoch
         extra = ({BACKFILL_KEY: backfill} if backfill else {}) | described
         backfill = {}
@@ -155,12 +163,13 @@ def run_trial(
         tune.report({metric: worst, EPOCH_KEY: last_epoch + 1, FAILURE_KEY: str(exc)})
 
 
-def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:
-    """The Ray task of the teacher stage: trains (or finds) the teacher of `config` in the cache.
+def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> tuple[str, float, float]:
+    """The Ray task that trains (or finds) the teacher of `config` in the cache.
 
     Returns:
-        The teacher's cache key.
+        The teacher's cache key, and when the task started and ended (`time.time()`).
     """
+    started = time.time()
     from harness.methods import TrialContext
     from harness.teacher import TEACHER_FAILED, load_or_train_teacher, teacher_key_of
     from harness.trial import load_trial_data, resolve_device
@@ -176,4 +185,4 @@ def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> str:
         failed.parent.mkdir(parents=True, exist_ok=True)
         failed.write_text(f"{type(exc).__name__}: {exc}\n")
         raise
-    return record.key
+    return record.key, started, time.time()

@@ -24,13 +24,14 @@ def _final_runs(method: str, best: dict) -> list[dict]:
     return [{**best, "seed": seed, "run": f"s{seed}"} for seed in (1, 2)]
 
 
-def _searcher(budget: int = 2) -> SweepSearcher:
+def _searcher(budget: int = 2, choices: Path | None = None) -> SweepSearcher:
     return SweepSearcher(
         searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}}), "direct": None},
         budget={"kd": budget, "direct": 1},
         final_runs=_final_runs,
         metric="val_accuracy",
         mode="max",
+        choices=choices,
     )
 
 
@@ -96,6 +97,25 @@ def test_the_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
     assert restored.suggest("f1")["seed"] == 2
     assert restored.suggest("t2")["method"] == "kd"  # the round-robin goes on where it was
     assert restored.suggest("t3") is None
+
+
+def test_a_choice_on_record_stands_when_a_resumed_search_ends_again(tmp_path: Path) -> None:
+    """A driver killed after kd's choice (its final runs started) but before Tune saved the
+    searcher: the resumed searcher reruns kd's last trial, which now ends better (say an older
+    ASHA state no longer prunes it), and still retrains the configuration chosen first."""
+    choices = tmp_path / "choices.json"
+    searcher = _searcher(choices=choices)
+    first, _, second = (searcher.suggest(f"t{i}") for i in range(3))
+    searcher.save_to_dir(str(tmp_path))  # Tune's last save: no kd trial has ended
+    searcher.on_trial_complete("t0", {"val_accuracy": 0.9, "test_accuracy": 0.9})
+    searcher.on_trial_complete("t2", {"val_accuracy": 0.5})  # pruned
+    assert searcher.chosen["kd"] == "0" and searcher.suggest("k0")["kd.alpha"] == first["kd.alpha"]
+
+    resumed = SweepSearcher.saved(tmp_path)
+    resumed.on_trial_complete("t0", {"val_accuracy": 0.9, "test_accuracy": 0.9})
+    resumed.on_trial_complete("t2", {"val_accuracy": 0.95, "test_accuracy": 0.95})  # would win now
+    assert resumed.chosen["kd"] == "0" and resumed.best["kd"] == {"kd.alpha": first["kd.alpha"]}
+    assert resumed.suggest("k0-new")["kd.alpha"] == first["kd.alpha"] != second["kd.alpha"]
 
 
 def _trial(trial_id: str, method: str, role: str) -> SimpleNamespace:
