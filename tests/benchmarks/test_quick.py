@@ -95,7 +95,8 @@ def test_list_schedule_makespan() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["throughput", "cost_growth", "eval_cost", "sweep_efficiency", "ablations", "tune_startup", "run"]
+    "script",
+    ["throughput", "cost_growth", "eval_cost", "sweep_efficiency", "ablations", "tune_startup", "seed_batching", "run"],
 )
 def test_every_script_has_quick_and_help(script: str, capsys) -> None:
     module = __import__(script)
@@ -103,3 +104,20 @@ def test_every_script_has_quick_and_help(script: str, capsys) -> None:
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_the_batched_seed_model_is_its_seeds_side_by_side() -> None:
+    """seed_batching.py times S seeds as one grouped model: it must compute exactly S networks."""
+    from seed_batching import GroupedVGG5
+
+    torch.manual_seed(0)
+    batched = GroupedVGG5(2).eval()
+    images = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        together = batched(images)
+        functional.reset_net(batched)
+        for seed in range(2):
+            single = GroupedVGG5(1).eval()
+            state = {k: v if v.dim() == 0 else v.chunk(2, dim=0)[seed] for k, v in batched.state_dict().items()}
+            single.load_state_dict(state)
+            assert torch.allclose(single(images)[0], together[seed], atol=1e-5)
