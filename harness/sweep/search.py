@@ -4,8 +4,13 @@ Every method gets its own Optuna study (TPE over only its dims) and its own ASHA
 methods never compete in a study or a rung; but all their trials share one Tune experiment,
 so a slot freed by one method's last trial runs another method's trial instead of idling
 until a stage ends. `SweepSearcher` hands out each method's search trials (round-robin) and,
-the moment a method's search is complete, its final runs (longest first); `MethodScheduler`
-routes each search trial to its method's ASHA and lets final runs train to the end.
+the moment a method's search is complete, its final runs; `MethodScheduler` routes each search
+trial to its method's ASHA and lets final runs train to the end.
+
+The order is chosen for a short tail: a pending search trial goes before any final run (a
+search that ends late would queue its final runs last), and the final runs waiting go longest
+first, a method's runs by the time its search trials took (seconds per epoch times the epochs
+they reached), and within a method largest T first (`final_runs`).
 
 Every trial's config carries `method`, `role` (`trial` for the search, `final`) and `run`, its
 identity in the plan: the search index within its method, or the seed and T of a final run. A
@@ -218,6 +223,7 @@ class SweepSearcher(Searcher):
         self.queued: list[dict[str, Any]] = []  # final runs not yet handed out
         self.best: dict[str, dict[str, Any] | None] = {}  # per method whose search is complete
         self.chosen: dict[str, str | None] = {}  # the identity (`run`) of that best configuration
+        self.run_seconds: dict[str, float] = {}  # per method whose search is complete: a run's expected length
         self.turn = 0
 
     @classmethod
@@ -237,16 +243,16 @@ class SweepSearcher(Searcher):
         return True  # set at construction, as every sub-searcher's
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.queued:
-            return self.queued.pop(0)
         for _ in self.methods:
             method = self.methods[self.turn % len(self.methods)]
             self.turn += 1
             if len(self.sampled[method]) < self.budget[method] and (self.gate is None or self.gate.ready(method)):
                 return self._suggest_search(method, trial_id)
+        if self.queued:
+            return self.queued.pop(0)
         if len(self.best) == len(self.methods):
             return Searcher.FINISHED
-        return None  # a search still runs; its final runs come when it ends
+        return None  # a search still runs (or waits for its teacher); its final runs come when it ends
 
     def _suggest_search(self, method: str, trial_id: str) -> dict[str, Any] | None:
         searcher = self.searchers[method]
@@ -292,7 +298,9 @@ class SweepSearcher(Searcher):
         self.best[method] = best
         self.chosen[method] = run
         runs = [] if best is None else self.final_runs(method, best)
+        self.run_seconds[method] = run_seconds(self.outcomes[method].values())
         self.queued.extend({**run, "method": method, ROLE_KEY: Role.FINAL.value} for run in runs)
+        self.queued.sort(key=lambda queued: -self.run_seconds.get(queued["method"], 0.0))  # stable: T order stays
         write(f"search {method}: done, best {best}; {len(runs)} final run(s) queued")
 
     def save(self, checkpoint_path: str) -> None:
@@ -302,6 +310,22 @@ class SweepSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))  # noqa: S301 - Tune's own state file, as OptunaSearch does
+        self.__dict__.setdefault("run_seconds", {})  # a save from before the final runs were ordered by length
+
+
+def run_seconds(outcomes: Iterable[tuple[Mapping[str, Any] | None, bool]]) -> float:
+    """The expected length of a method's final run, from its search trials' `(last_result, errored)`:
+    their mean seconds per epoch (Tune's `time_total_s` over the trial's epoch) times the most
+    epochs any of them reached; 0.0 when none reported a time."""
+    results = [result for result, _ in outcomes if result]
+    per_epoch = [
+        float(result["time_total_s"]) / result[EPOCH_KEY]
+        for result in results
+        if result.get("time_total_s") and result.get(EPOCH_KEY)
+    ]
+    if not per_epoch:
+        return 0.0
+    return sum(per_epoch) / len(per_epoch) * max(int(result.get(EPOCH_KEY, 0)) for result in results)
 
 
 def read_choices(path: Path | None) -> dict[str, dict[str, Any]]:

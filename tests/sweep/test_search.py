@@ -93,10 +93,32 @@ def test_the_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
     searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})
     searcher.save_to_dir(str(tmp_path))  # as Tune saves it with the experiment
     restored = SweepSearcher.saved(tmp_path)
-    assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1, "run": "s1"}  # queued first
-    assert restored.suggest("f1")["seed"] == 2
     assert restored.suggest("t2")["method"] == "kd"  # the round-robin goes on where it was
+    assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1, "run": "s1"}  # still queued
+    assert restored.suggest("f1")["seed"] == 2
     assert restored.suggest("t3") is None
+
+
+def test_a_pending_search_trial_goes_before_final_runs_and_the_longest_final_runs_go_first() -> None:
+    """direct's search ends first, but kd's second trial still goes out before direct's final
+    runs; and kd's final runs, whose trials took longer per epoch, overtake direct's in the queue."""
+    searcher = _searcher()
+    searcher.suggest("k0"), searcher.suggest("d0")
+    searcher.on_trial_complete("d0", {"val_accuracy": 0.5, "test_accuracy": 0.5, "epoch": 4, "time_total_s": 40.0})
+    assert searcher.suggest("k1")["role"] == "trial"  # before direct's queued final runs
+    assert searcher.suggest("f0")["method"] == "direct"
+    searcher.on_trial_complete("k0", {"val_accuracy": 0.6, "test_accuracy": 0.6, "epoch": 4, "time_total_s": 80.0})
+    searcher.on_trial_complete("k1", {"val_accuracy": 0.4, "epoch": 1, "time_total_s": 30.0})  # pruned early
+    assert searcher.run_seconds == {"direct": 40.0, "kd": 100.0}  # mean 25 s per epoch, 4 epochs reached
+    order = [(run["method"], run["seed"]) for run in (searcher.suggest(f"f{i}") for i in range(1, 4))]
+    assert order == [("kd", 1), ("kd", 2), ("direct", 2)]
+
+
+def test_run_seconds_skips_trials_without_a_time() -> None:
+    from harness.sweep.search import run_seconds
+
+    assert run_seconds([(None, True), ({"epoch": 2}, False)]) == 0.0
+    assert run_seconds([({"epoch": 2, "time_total_s": 10.0}, False), (None, True)]) == 10.0
 
 
 def test_a_choice_on_record_stands_when_a_resumed_search_ends_again(tmp_path: Path) -> None:
