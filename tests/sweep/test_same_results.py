@@ -11,8 +11,11 @@ the accuracies moved by 0.038 on average). A value-by-value tolerance wide enoug
 wide to mean anything, so the test checks what the processor cannot move, and the rest on average:
 
 * the searched configurations, exactly (Optuna's seeded sampler draws them before any result);
-* the first epoch's mean training loss of every run, to 2 % (the EPYC left it within 0.5 %;
-  a changed initialisation, data order, normalisation or loss moves it further);
+* the first epoch's mean training loss of every run, to 2 % (one AMD EPYC left every run within
+  0.5 %; a changed initialisation, data order, normalisation or loss moves it further); 5 % for a
+  method that learns from a teacher: its loss follows the teacher's soft targets, and the
+  teacher's own epochs amplify the kernels' last bits first (a Zen 4 EPYC, with AVX-512, moved
+  KD's by 1.2 and 3.1 %, every other run's by at most 0.4 %);
 * every training loss the two records share, by its mean relative deviation (EPYC: 1.4 %);
 * every accuracy they share, by its mean deviation: loosely, as a check that evaluation still
   measures the same thing (a broken one sits at chance, 0.6 below).
@@ -28,9 +31,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.contract import Tag
+from harness.registry import METHODS
 
 BEFORE = json.loads((Path(__file__).with_name("smoke_sweep_before.json")).read_text())["runs"]
 FIRST_LOSS_REL = 0.02  # first-epoch mean training loss, relative
+FIRST_LOSS_REL_WITH_TEACHER = 0.05  # the same for a method that learns from a teacher (docstring)
 MEAN_ACCURACY_ABS = 0.08  # mean |now - before| over every shared accuracy
 MEAN_LOSS_REL = 0.05  # mean relative deviation over every shared training loss
 
@@ -68,7 +73,9 @@ def test_the_smoke_sweep_gives_the_results_it_gave_before(smoke_sweep) -> None:
             metric: [m.value for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
             for metric in ("val_accuracy", "train_loss")
         }
-        assert curves["train_loss"][0] == pytest.approx(before["train_loss"][0], rel=FIRST_LOSS_REL), before["params"]
+        taught = METHODS.get(before["params"]["method"]).capabilities.needs_teacher
+        rel = FIRST_LOSS_REL_WITH_TEACHER if taught else FIRST_LOSS_REL
+        assert curves["train_loss"][0] == pytest.approx(before["train_loss"][0], rel=rel), before["params"]
         accuracy_deviations += [
             abs(a - b) for a, b in zip(curves["val_accuracy"], before["val_accuracy"], strict=False)
         ]
