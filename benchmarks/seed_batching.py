@@ -2,7 +2,7 @@
 
 Issue #13 names the lever: train the final stage's seeds of one configuration together, as one
 model with grouped convolutions, "so small networks keep both cores busy". This measures it
-on the default sweep's student (spiking VGG-5, width 16, T=4, batch 128, 28x28 inputs, Adam):
+on the default sweep's student (spiking VGG-5, width 12, T=4, batch 128, 28x28 inputs, Adam):
 `S` seeds as one model whose convolutions have `groups=S` (S*width channels), BatchNorm over
 all S*width channels (per channel, so per seed) and a block-diagonal classifier: exactly S
 independent networks in one set of kernels. Contenders, for two seeds' training steps:
@@ -35,7 +35,7 @@ from torch import nn
 from harness.models.neurons import make_lif
 
 LAYOUT = [1, "M", 2, "M", 4, 4, "M"]  # VGG-5, as harness/models/vgg.py
-WIDTH, T, BATCH, CLASSES = 16, 4, 128, 10
+WIDTH, T, BATCH, CLASSES = 12, 4, 128, 10
 
 
 class GroupedVGG5(nn.Module):
