@@ -60,8 +60,8 @@ def table(args: argparse.Namespace) -> str:
     mlflow.set_tracking_uri(args.tracking_uri)
     runs = mlflow.search_runs(experiment_names=[args.experiment], filter_string="attributes.status = 'FINISHED'")
     # A method that does not train at a T (conversion) logs no snn.time_steps: its row is its reference T.
-    trained = runs["params.snn.time_steps"] if "params.snn.time_steps" in runs else runs["params.eval.reference_time_steps"]
-    runs["T"] = trained.fillna(runs["params.eval.reference_time_steps"]).astype(int)
+    reference = runs["params.eval.reference_time_steps"]
+    runs["T"] = runs.get("params.snn.time_steps", reference).fillna(reference).astype(int)
     rows = []
     for (method, t), group in runs.groupby(["params.method", "T"]):
         row = {"method": method, "T": t, "n": len(group)}
