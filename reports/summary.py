@@ -77,11 +77,17 @@ def significance_line(exp: ExperimentRuns, reference: str | None = None) -> str:
     tested = [c for c in noisy if c.result.low is not None]
     if tested:
         significant = [c for c in tested if c.result.excludes_zero]
-        line += f" Under noise, {len(significant)} of {len(tested)} differences are significant"
-        line += f" ({', '.join(f'{c.baseline} {_noise(c.metric)}' for c in significant)})." if significant else "."
+        verb = "is" if len(significant) == 1 else "are"
+        line += f" Under noise, {len(significant)} of {len(tested)} differences {verb} significant"
+        line += f" ({', '.join(_noisy_verdict(c) for c in significant)})." if significant else "."
     elif noisy:
         line += " Under noise: no intervals (one seed)."
     return line
+
+
+def _noisy_verdict(c: Comparison) -> str:
+    higher, lower = (c.reference, c.baseline) if c.result.difference > 0 else (c.baseline, c.reference)
+    return f"{higher} above {lower} under {_noise(c.metric)}"
 
 
 def _noise(metric: str) -> str:

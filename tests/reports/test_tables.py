@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 
@@ -102,7 +103,10 @@ def test_the_report_opens_with_three_lines_that_answer(written_store: str, compl
     half = stats.t.ppf(0.975, len(deltas) - 1) * statistics.stdev(deltas) / len(deltas) ** 0.5
     assert f"kd − direct {100 * statistics.fmean(deltas):+.2f} points" in significance
     assert f"± {100 * half:.2f}): significant" in significance
-    assert "Under noise, " in significance and " differences are significant" in significance
+    noisy = re.search(r"Under noise, (\d+) of \d+ differences (is|are) significant(?: \((.*)\))?\.$", significance)
+    assert noisy and (noisy[2] == "is") == (noisy[1] == "1")
+    named = noisy[3].split(", ") if noisy[3] else []
+    assert len(named) == int(noisy[1]) and all(re.fullmatch(r"\w+ above \w+ under \w+ [\d.]+", n) for n in named)
 
 
 def test_a_partial_experiment_renders_what_exists_and_says_what_is_missing(partial_report: Path, read_csv) -> None:
