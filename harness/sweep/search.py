@@ -223,7 +223,6 @@ class SweepSearcher(Searcher):
         self.queued: list[dict[str, Any]] = []  # final runs not yet handed out
         self.best: dict[str, dict[str, Any] | None] = {}  # per method whose search is complete
         self.chosen: dict[str, str | None] = {}  # the identity (`run`) of that best configuration
-        self.run_seconds: dict[str, float] = {}  # per method whose search is complete: a run's expected length
         self.turn = 0
 
     @classmethod
@@ -233,6 +232,11 @@ class SweepSearcher(Searcher):
         searcher = cls.__new__(cls)
         searcher.restore_from_dir(str(folder))
         return searcher
+
+    @property
+    def run_seconds(self) -> dict[str, float]:
+        """Per method whose search is complete, the expected length of one of its final runs."""
+        return {method: expected_run_seconds(self.outcomes[method].values()) for method in self.best}
 
     @property
     def done(self) -> bool:
@@ -298,9 +302,9 @@ class SweepSearcher(Searcher):
         self.best[method] = best
         self.chosen[method] = run
         runs = [] if best is None else self.final_runs(method, best)
-        self.run_seconds[method] = run_seconds(self.outcomes[method].values())
         self.queued.extend({**run, "method": method, ROLE_KEY: Role.FINAL.value} for run in runs)
-        self.queued.sort(key=lambda queued: -self.run_seconds.get(queued["method"], 0.0))  # stable: T order stays
+        seconds = self.run_seconds
+        self.queued.sort(key=lambda queued: -seconds[queued["method"]])  # stable: each method's T order stays
         write(f"search {method}: done, best {best}; {len(runs)} final run(s) queued")
 
     def save(self, checkpoint_path: str) -> None:
@@ -310,10 +314,9 @@ class SweepSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))  # noqa: S301 - Tune's own state file, as OptunaSearch does
-        self.__dict__.setdefault("run_seconds", {})  # a save from before the final runs were ordered by length
 
 
-def run_seconds(outcomes: Iterable[tuple[Mapping[str, Any] | None, bool]]) -> float:
+def expected_run_seconds(outcomes: Iterable[tuple[Mapping[str, Any] | None, bool]]) -> float:
     """The expected length of a method's final run, from its search trials' `(last_result, errored)`:
     their mean seconds per epoch (Tune's `time_total_s` over the trial's epoch) times the most
     epochs any of them reached; 0.0 when none reported a time."""

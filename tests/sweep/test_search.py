@@ -115,10 +115,10 @@ def test_a_pending_search_trial_goes_before_final_runs_and_the_longest_final_run
 
 
 def test_run_seconds_skips_trials_without_a_time() -> None:
-    from harness.sweep.search import run_seconds
+    from harness.sweep.search import expected_run_seconds
 
-    assert run_seconds([(None, True), ({"epoch": 2}, False)]) == 0.0
-    assert run_seconds([({"epoch": 2, "time_total_s": 10.0}, False), (None, True)]) == 10.0
+    assert expected_run_seconds([(None, True), ({"epoch": 2}, False)]) == 0.0
+    assert expected_run_seconds([({"epoch": 2, "time_total_s": 10.0}, False), (None, True)]) == 10.0
 
 
 def test_a_choice_on_record_stands_when_a_resumed_search_ends_again(tmp_path: Path) -> None:
