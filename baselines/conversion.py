@@ -22,9 +22,10 @@ from pydantic import Field
 from torch import Tensor
 
 from baselines.conversion_core import activation_thresholds, check_convertible, convert, qcfs_factory
-from harness.config import Section, TrialConfig
+from harness.config import Section
+from harness.config.sections import TrialConfig
+from harness.context import network_for
 from harness.contract import Capabilities, ReportRow
-from harness.methods.base import network_for
 from harness.methods.student import StudentMethod
 from harness.models import ActivationFactory, SpikingNetwork, relu
 from harness.training import accuracy, noise_accuracies

@@ -1,6 +1,6 @@
 """Numerical core of the ANN-to-SNN conversion baseline: QCFS training, BN folding, IF neurons.
 
-Two variants share one conversion step (DESIGN, conversion baseline):
+Two variants share one conversion step (docs/ARCHITECTURE.md, "The science", conversion):
 
 * QCFS (Bu et al., ICLR 2022): the ANN is trained with `QCFS` activations, the learned
   threshold lambda of each becomes the firing threshold of its IF neuron.

@@ -28,7 +28,8 @@ import torch
 import yaml
 from benchlib import REPO, fmt, interleaved, median, paired_ratio, publish, set_threads, table, timed
 
-from harness.config import TrialConfig, trial_config
+from harness.config.resolve import trial_config
+from harness.config.sections import TrialConfig
 from harness.data import DataSplits
 from harness.methods import TrialContext, create_method
 from harness.noise import apply_noise

@@ -26,7 +26,8 @@ _LAYOUTS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
 def lif() -> neuron.LIFNode:
-    """The LIF layer of the student (DESIGN §2): tau 2, V_th 1, hard reset to 0, ATan surrogate."""
+    """The LIF layer of the student (docs/ARCHITECTURE.md, "The science"): tau 2, V_th 1, hard
+    reset to 0, ATan surrogate."""
     return neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
                           surrogate_function=surrogate.ATan(), step_mode="m")  # fmt: skip
 

@@ -110,13 +110,13 @@ def tune_trials(storage: Path, name: str) -> dict[str, dict[str, Any]]:
     (the trial's identity in the plan, as in its MLflow run's `harness.trial_id`)."""
     from ray.tune import ExperimentAnalysis
 
+    from harness.sweep.protocol import PlannedTrial
     from harness.sweep.run import TRIALS_FOLDER
-    from harness.sweep.workers import run_identity
 
     trials: dict[str, dict[str, Any]] = {}
     for trial in ExperimentAnalysis(str(storage / name / TRIALS_FOLDER)).trials:
         last = trial.last_result or {}
-        key = run_identity(trial.config)
+        key = PlannedTrial.from_tune(trial.config).identity
         trials[key] = {"time_total_s": float(last.get("time_total_s", 0.0)), "status": trial.status}
     return trials
 

@@ -52,11 +52,11 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
 from baselines.direct import DirectMethod
-from harness.config import TrialConfig
-from harness.config import trial_config as config_of
+from harness.config.resolve import trial_config as config_of
+from harness.config.sections import TrialConfig
+from harness.context import network_for
 from harness.data import DataSplits
 from harness.methods import TrialContext
-from harness.methods.base import network_for
 from harness.models import SpikingNetwork, make_lif
 from harness.models.encoders import DirectEncoding
 from harness.trial import load_trial_data, resolve_device

@@ -1,23 +1,20 @@
-"""The `harness` command line. Exit codes (DESIGN §4): 0 success, 2 bad input, 1 anything else.
+"""The `harness` command line: it parses flags, calls `harness.api` and prints what comes back.
 
-Each subcommand imports what it needs when it runs: `harness report` never loads the config
-schema, the training stack or Ray.
+Exit codes (docs/ARCHITECTURE.md, "Exit codes"): 0 success, 2 bad input, 1 anything else,
+130 interrupted. Each subcommand imports what it needs when it runs: `harness report` never
+loads the config schema, the training stack or Ray.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from harness.errors import HarnessInputError, TrialFailed
-
-if TYPE_CHECKING:
-    from harness.config import SpaceFile, TrialConfig
-    from harness.sweep.run import SweepOptions
+from harness import api
+from harness.errors import HarnessInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -226,91 +223,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    from harness.config.yaml import parse_override
+
+    return [parse_override(text) for text in args.overrides]
+
+
 def run_train(args: argparse.Namespace) -> int:
     """`harness train`: validate everything, then one trial logged as one MLflow run."""
-    from harness import contract
-    from harness.config import load_space, parse_override, resolve_trial_config
     from harness.progress import TrainProgress
-    from harness.registry import METHODS
-    from harness.teacher import teacher_identity
-    from harness.tracking import TrackedRun
-    from harness.trial import train
 
-    space = load_space(args.space)
-    overrides = [parse_override(text) for text in args.overrides]
-    config = resolve_trial_config(space, method=args.method, overrides=overrides, source=str(args.space))
-    _check_dataset(config, space, overrides, str(args.space))
-    method = METHODS.get(config.method)
-    method.preflight(config)
+    # A bar over epochs and batches on a terminal (stderr), else one line per epoch; its
+    # epochs and label come from the trial's config once it is resolved.
+    with TrainProgress(0, label="") as progress:
 
-    trial_id = uuid.uuid4().hex[:12]
-    steps = f"-T{config.snn.time_steps}" if method.capabilities.trains_at_time_steps else ""
-    tags = contract.run_tags(
-        contract.Role.TRIAL, config.method, trial_id, method.capabilities, teacher=teacher_identity(config)
-    )
-    run = TrackedRun(
-        args.tracking_uri,
-        args.experiment or space.name,
-        run_name=f"{config.method}-{config.dataset.name}{steps}-s{config.seed}",
-        tags={**tags, contract.Tag.SPACE: str(args.space)},
-    )
-    run.log_config(config.params(), config.model_dump(mode="json"))
+        def start(config: Any) -> None:
+            progress.epochs, progress.label = config.train.epochs, config.method
 
-    def report(metrics: dict[str, float], epoch: int, method: object) -> None:
-        run.log_metrics(metrics, step=epoch)
-
-    try:  # a bar over epochs and batches on a terminal (stderr), else one line per epoch
-        with TrainProgress(config.train.epochs, label=config.method) as progress:
-            metrics = train(
-                config,
-                report=report,
-                teacher_cache=args.teacher_cache,
-                log=progress.write,
-                on_batch=progress.on_batch,
-                describe=run.log_provenance,
-            )
-    except TrialFailed as exc:
-        run.finish("FAILED", str(exc))
-        print(f"harness: trial failed: {exc}", file=sys.stderr)
+        outcome = api.train_once(
+            args.space,
+            method=args.method,
+            overrides=_overrides(args),
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            teacher_cache=args.teacher_cache,
+            log=progress.write,
+            on_batch=progress.on_batch,
+            on_start=start,
+        )
+    if outcome.failure is not None:
+        print(f"harness: trial failed: {outcome.failure}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        run.finish("KILLED", "interrupted")
-        raise
-    except BaseException as exc:  # recorded, then reported by main() (exit 2) or as a traceback (exit 1)
-        run.finish("FAILED", f"{type(exc).__name__}: {exc}")
-        raise
-    run.finish("FINISHED")
-    print(summary_table(metrics))
-    print(f"\nMLflow run {run.run_id} in experiment {args.experiment or space.name!r} at {run.tracking_uri}")
+    print(summary_table(outcome.metrics))
+    print(f"\nMLflow run {outcome.run_id} in experiment {outcome.experiment!r} at {outcome.tracking_uri}")
     return EXIT_OK
-
-
-def _checked_plan(args: argparse.Namespace):
-    from harness.config import parse_override
-    from harness.sweep.plan import plan_sweep
-
-    overrides = [parse_override(text) for text in args.overrides]
-    plan = plan_sweep(args.space, overrides)
-    for method in plan.methods:
-        _check_dataset(method.config, plan.space, overrides, str(args.space))
-    return plan
-
-
-def _check_dataset(config: TrialConfig, space: SpaceFile, overrides: list[tuple[str, Any]], source: str) -> None:
-    """`harness.data.check_dataset` for a trial's dataset; its error names where the offending
-    key was given: `--set dataset.root`, or `<file>: fixed.dataset.name`, ..."""
-    from harness.config import config_origins, origin_label
-    from harness.data import check_dataset
-
-    dataset = config.dataset
-    try:
-        check_dataset(dataset.name, root=dataset.root, download=dataset.download)
-    except HarnessInputError as exc:
-        origin = config_origins(space, method=config.method, overrides=overrides, source=source)
-        keys = ["dataset.root", "dataset.name"] if dataset.root is not None else ["dataset.name"]
-        flags = [key for key in (*keys, "dataset.download") if origin_label(origin, key, "").startswith("--set ")]
-        key = (flags or keys)[0]  # what the command line changed, else the root (or the name) the file gives
-        raise HarnessInputError(f"{origin_label(origin, key, f'{source}: {key}')}: {exc}") from None
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -322,87 +268,71 @@ def run_validate(args: argparse.Namespace) -> int:
         raise HarnessInputError(
             "validate: give the space file once: harness validate FILE or harness validate --space FILE"
         )
-    args.space = args.space or args.space_option
-    print(describe_plan(_checked_plan(args)))
+    print(describe_plan(api.validate(args.space or args.space_option, _overrides(args))))
     return EXIT_OK
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _refuse_broken(broken: list[str]) -> None:
+    if broken:
+        raise HarnessInputError(broken[0] + (f" ({len(broken) - 1} more broken)" if len(broken) > 1 else ""))
 
 
 def run_plugins(args: argparse.Namespace) -> int:
     """`harness plugins`: every registered entry with its distribution; exit 2 if one is broken."""
-    from harness.registry import REGISTRIES
+    from harness.plugins import plugin_rows
 
-    rows, broken = [], []
-    for group, registry in REGISTRIES.items():
-        problems = registry.problems()
-        for name in registry.names():
-            for provider in registry.providers(name):
-                status = "ok" if name not in problems else "BROKEN"
-                rows.append(
-                    (group, name, f"{provider.distribution} {provider.version}".strip(), provider.target, status)
-                )
-        broken += problems.values()
-    widths = [max(len(row[i]) for row in [_PLUGIN_HEADER, *rows]) for i in range(len(_PLUGIN_HEADER))]
-    for row in [_PLUGIN_HEADER, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    if broken:
-        raise HarnessInputError(broken[0] + (f" ({len(broken) - 1} more broken)" if len(broken) > 1 else ""))
+    rows, broken = plugin_rows()
+    _print_table([("kind", "name", "distribution", "entry point", "status"), *rows])
+    _refuse_broken(broken)
     return EXIT_OK
-
-
-_PLUGIN_HEADER = ("kind", "name", "distribution", "entry point", "status")
 
 
 def run_keys(args: argparse.Namespace) -> int:
     """`harness keys`: every dotted key with its type, default and owner; exit 2 if a plugin is broken."""
-    from harness.config import key_table
+    from harness.key_table import key_table
 
     rows, broken = key_table()
-    header = ("key", "type", "default", "owner")
-    table = [header, *((key, kind, default, f"({owner})") for key, kind, default, owner in rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    if broken:
-        raise HarnessInputError(broken[0] + (f" ({len(broken) - 1} more broken)" if len(broken) > 1 else ""))
+    _print_table(
+        [
+            ("key", "type", "default", "owner"),
+            *((key, kind, default, f"({owner})") for key, kind, default, owner in rows),
+        ]
+    )
+    _refuse_broken(broken)
     return EXIT_OK
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """`harness sweep`: validate, then search and the final stage on Ray; MLflow from the driver."""
-    from harness.sweep.run import TRIALS_FOLDER, SweepOptions, run_sweep
-    from harness.tracking import absolute_tracking_uri
+    from harness.ui_links import sweep_ui_lines  # links to the final runs and each method's compare page
 
-    plan = _checked_plan(args)
-    folder = args.storage.resolve() / plan.space.name
-    if not args.resume and (folder / TRIALS_FOLDER).exists():
-        raise HarnessInputError(
-            f"{args.space}: a sweep named {plan.space.name!r} already ran in {folder}; "
-            "pass --resume to continue it, or remove that folder to start again"
-        )
-    options = SweepOptions(
-        tracking_uri=absolute_tracking_uri(args.tracking_uri),
-        experiment=args.experiment or plan.space.name,
+    result = api.sweep(
+        args.space,
+        overrides=_overrides(args),
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
         storage=args.storage,
         address=args.address,
         resume=args.resume,
     )
-    summary = run_sweep(plan, options, log=lambda message: print(message, file=sys.stderr, flush=True))
-    for method, outcome in summary["methods"].items():
-        print(f"{method}: {outcome['trials']} trials; best {outcome['best']}")
-    report = publish_sweep_report(options, summary["parent_run_id"])
-    print(
-        f"\nMLflow: experiment {options.experiment!r} at {options.tracking_uri} (parent run {summary['parent_run_id']})"
-    )
-    if report is not None:
-        print(f"Report: {report} (also logged to the parent run's artifacts under report/)")
-    from harness.ui_links import sweep_ui_lines  # links to the final runs and each method's compare page
-
+    options, outcome = result.options, result.outcome
+    for method, done in outcome.methods.items():
+        print(f"{method}: {done.trials} trials; best {done.best}")
+    print(f"\nMLflow: experiment {options.experiment!r} at {options.tracking_uri} (parent run {outcome.parent_run_id})")
+    if result.report is not None:
+        print(f"Report: {result.report} (also logged to the parent run's artifacts under report/)")
     print("\n".join(sweep_ui_lines(options.tracking_uri, options.experiment)), flush=True)
-    if summary["missing"]:  # the report says so too, in its "Missing" section
-        for line in summary["missing"]:
+    if outcome.missing:  # the report says so too, in its "Missing" section
+        for line in outcome.missing:
             print(f"harness: missing: {line}", file=sys.stderr)
         print(
-            f"harness: {len(summary['missing'])} planned final run(s) did not finish "
+            f"harness: {len(outcome.missing)} planned final run(s) did not finish "
             "(listed above and in the report's Missing section)",
             file=sys.stderr,
         )
@@ -410,35 +340,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def publish_sweep_report(options: SweepOptions, parent_run_id: str) -> Path | None:
-    """What `harness sweep` does after the sweep: builds the report into `<storage>/<experiment>/report`
-    and logs it as artifacts (`report/`) of the parent run.
-
-    Returns:
-        The path of `report.md`, or None when the experiment has no final runs to report
-        (every trial failed): the sweep still ends normally and says why on stderr.
-    """
-    from mlflow.tracking import MlflowClient
-
-    from reports.build import build_report, default_report_dir
-
-    try:
-        report = build_report(
-            options.tracking_uri, options.experiment, default_report_dir(options.experiment, options.storage)
-        )
-    except HarnessInputError as exc:
-        print(f"harness: no report: {exc}", file=sys.stderr)
-        return None
-    MlflowClient(options.tracking_uri).log_artifacts(parent_run_id, str(report.parent), "report")
-    return report
-
-
 def run_report(args: argparse.Namespace) -> int:
     """`harness report`: an experiment's tables, figures and report.md from its MLflow runs."""
-    from reports.build import build_report, default_report_dir
-
-    out = args.out or default_report_dir(args.experiment)
-    report = build_report(args.tracking_uri, args.experiment, out, reference=args.reference)
+    report = api.report(args.experiment, tracking_uri=args.tracking_uri, out=args.out, reference=args.reference)
     print(f"Report: {report}")
     print(f"Tables in {report.parent / 'tables'}, figures in {report.parent / 'figures'}")
     return EXIT_OK

@@ -1,4 +1,6 @@
-"""The MLflow contract (DESIGN §4): tag names, run roles, metric names and what a method declares.
+"""The MLflow contract: tag names, run roles, metric names and what a method declares.
+
+docs/ARCHITECTURE.md, "The MLflow contract", lists them.
 
 One module for what the writers (`harness train`, the sweep's callback) put into MLflow and
 what the readers (`reports`) look for; the test fixtures build their stores with it too, so a

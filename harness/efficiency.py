@@ -46,7 +46,8 @@ class OpCounts:
         self.macs = torch.zeros(self.time_steps, dtype=torch.float64)
 
     def summary(self, time_steps: int) -> dict[str, float]:
-        """Per-sample figures over the first `time_steps` steps, named as in DESIGN §4."""
+        """Per-sample figures over the first `time_steps` steps, named as docs/ARCHITECTURE.md's
+        "The MLflow contract" names them."""
         n = max(1, self.samples)
         acs = self.acs[:time_steps].sum().item() / n
         macs = self.macs[:time_steps].sum().item() / n

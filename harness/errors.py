@@ -1,4 +1,5 @@
-"""Errors that the CLI turns into exit codes (DESIGN §4: 2 for bad input, 1 for anything else)."""
+"""Errors that the CLI turns into exit codes: 2 for bad input, 1 for anything else
+(docs/ARCHITECTURE.md, "Exit codes")."""
 
 
 class HarnessInputError(Exception):

@@ -4,20 +4,22 @@ Every pluggable kind has a `Registry` bound to an entry-point group. The built-i
 through the same groups as a user's package (`pyproject.toml`, `[project.entry-points.*]`), so a
 plugin needs no edit of this repository:
 
-| registry   | entry-point group          | an entry is                                         |
-|------------|----------------------------|-----------------------------------------------------|
-| `METHODS`  | `snn_kd_harness.methods`   | a `harness.methods.Method` subclass                  |
-| `MODELS`   | `snn_kd_harness.models`    | a `harness.config.ModelArgs` subclass (a family)     |
-| `DATASETS` | `snn_kd_harness.datasets`  | a `harness.data.DatasetEntry`                        |
-| `NOISES`   | `snn_kd_harness.noises`    | a noise function `(image, level, generator) -> image`|
-| `ENCODERS` | `snn_kd_harness.encoders`  | a `harness.models.encoders.Encoder` subclass         |
+| registry   | defined in                 | entry-point group          | an entry is                                  |
+|------------|----------------------------|----------------------------|----------------------------------------------|
+| `METHODS`  | `harness.methods.base`     | `snn_kd_harness.methods`   | a `harness.methods.Method` subclass          |
+| `MODELS`   | `harness.models.args`      | `snn_kd_harness.models`    | a `harness.models.ModelArgs` subclass        |
+| `DATASETS` | `harness.data.entry`       | `snn_kd_harness.datasets`  | a `harness.data.DatasetEntry`                |
+| `NOISES`   | `harness.noise`            | `snn_kd_harness.noises`    | a function `(image, level, generator)`       |
+| `ENCODERS` | `harness.models.encoders`  | `snn_kd_harness.encoders`  | a `harness.models.Encoder` subclass          |
 
 The entry point's name is the name used in YAML (`methods: [kd]`, `student.arch: resnet`).
+`harness.plugins.REGISTRIES` lists all five (what `harness plugins` prints).
 
-This module is a leaf: it imports nothing of the harness but its errors. Entries load lazily,
-one at a time, on first lookup, from the installed distributions' metadata, so a fresh Ray
-worker sees every installed plugin. The interface an entry must satisfy is named like an entry
-point (`"harness.methods.base:check_method"`) and resolved only when an entry is checked.
+This module is a leaf: it imports nothing of the harness but its errors. Each registry is
+made beside the interface its entries satisfy, with that interface's check as a plain function
+(`Registry(group, kind, check=check_method)`), so every edge of the import graph is an import
+statement. Entries load lazily, one at a time, on first lookup, from the installed
+distributions' metadata, so a fresh Ray worker sees every installed plugin.
 
 A broken entry (it does not import, is of the wrong type, or its name is registered by two
 distributions) raises `PluginError`, one line naming the entry point and its distribution, when
@@ -26,12 +28,12 @@ that name is looked up; every other entry keeps working.
 
 from __future__ import annotations
 
-import importlib
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from harness.errors import HarnessInputError, PluginError
 
@@ -65,29 +67,25 @@ def _provider(entry: EntryPoint) -> Provider:
     )
 
 
-def _resolve(reference: str) -> Any:
-    """`"package.module:attribute"` -> the attribute (imported now)."""
-    module, _, attribute = reference.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
 class Registry(Generic[T]):
     """Entries of one entry-point group, keyed by entry-point name and loaded on first lookup.
 
     Args:
         group: The entry-point group (`snn_kd_harness.methods`, ...).
         kind: What an entry is, for messages ("method", "model family", ...).
-        check: `"module:function"` of `check(name, entry) -> None`, which raises TypeError or
-            ValueError (one sentence) when `entry` does not fit this registry. Resolved on
-            first use, so this module imports none of the interfaces it checks against.
+        check: `check(name, entry) -> None`, which raises TypeError or ValueError (one
+            sentence) when `entry` does not fit this registry.
     """
 
-    def __init__(self, group: str, kind: str, check: str) -> None:
+    _every: ClassVar[weakref.WeakSet[Registry[Any]]] = weakref.WeakSet()
+
+    def __init__(self, group: str, kind: str, check: Callable[[str, Any], None]) -> None:
         self.group = group
         self.kind = kind
-        self._check_reference = check
+        self._check = check
         self._providers: dict[str, list[EntryPoint]] | None = None
         self._loaded: dict[str, T] = {}
+        Registry._every.add(self)
 
     # -- discovery (metadata only, nothing imported) -------------------------------------------
 
@@ -151,9 +149,8 @@ class Registry(Generic[T]):
             raise PluginError(
                 f"{provider.describe()} in {self.group} does not load: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
-        checker: Callable[[str, Any], None] = _resolve(self._check_reference)
         try:
-            checker(name, value)
+            self._check(name, value)
         except (TypeError, ValueError) as exc:
             raise PluginError(f"{provider.describe()} in {self.group} is not a valid {self.kind}: {exc}") from None
         self._loaded[name] = value
@@ -181,23 +178,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else "(no message)"
 
 
-METHODS: Registry[Any] = Registry(GROUP_PREFIX + "methods", "method", "harness.methods.base:check_method")
-MODELS: Registry[Any] = Registry(GROUP_PREFIX + "models", "model family", "harness.config:check_model_family")
-DATASETS: Registry[Any] = Registry(GROUP_PREFIX + "datasets", "dataset", "harness.data:check_dataset_entry")
-NOISES: Registry[Any] = Registry(GROUP_PREFIX + "noises", "noise type", "harness.noise:check_noise_function")
-ENCODERS: Registry[Any] = Registry(GROUP_PREFIX + "encoders", "input encoding", "harness.models.encoders:check_encoder")
-
-REGISTRIES: dict[str, Registry[Any]] = {
-    "methods": METHODS,
-    "models": MODELS,
-    "datasets": DATASETS,
-    "noises": NOISES,
-    "encoders": ENCODERS,
-}
-"""Every registry by its group's last part (what `harness plugins` lists)."""
-
-
 def refresh() -> None:
-    """`Registry.refresh` of every registry."""
-    for registry in REGISTRIES.values():
+    """`Registry.refresh` of every registry made so far."""
+    for registry in list(Registry._every):
         registry.refresh()

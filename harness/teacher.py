@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from harness import contract
-from harness.config import TrialConfig
+from harness.config.sections import TrialConfig
+from harness.context import TrialContext, network_for
 from harness.efficiency import count_ops
-from harness.methods.base import TrialContext, network_for
 from harness.models import SpikingNetwork, count_parameters, relu
 from harness.models.encoders import DirectEncoding
-from harness.registry import METHODS
 from harness.training import Fitting, accuracy, noise_accuracies
 
 CACHE_FORMAT = 1
@@ -64,10 +63,10 @@ def teacher_key_of(config: TrialConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def teacher_identity(config: TrialConfig) -> str | None:
-    """The teacher's cache key when the config's method needs a teacher (the tag
-    `harness.teacher`, by which the report counts distinct teachers), else None."""
-    return teacher_key_of(config) if METHODS.get(config.method).capabilities.needs_teacher else None
+def describe_teacher(config: TrialConfig) -> str:
+    """`resnet depth=18 width=16`: the teacher's family and its own arguments, whatever they are."""
+    arguments = " ".join(f"{key}={value}" for key, value in config.teacher.model.arguments().items())
+    return f"{config.teacher.arch} {arguments}".strip()
 
 
 def build_teacher(ctx: TrialContext) -> SpikingNetwork:
@@ -75,7 +74,7 @@ def build_teacher(ctx: TrialContext) -> SpikingNetwork:
     always sees the normalised image (direct encoding), whatever the student's encoding."""
     data = ctx.data
     seed = ctx.config.teacher.seed_for(ctx.config.seed)
-    return network_for(ctx, ctx.config.teacher, relu, seed=seed, encoder=DirectEncoding(data.mean, data.std))
+    return network_for(ctx, ctx.config.teacher.model, relu, seed=seed, encoder=DirectEncoding(data.mean, data.std))
 
 
 def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
@@ -133,7 +132,7 @@ def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
             saved = torch.load(path, map_location=ctx.device, weights_only=True)
             model.load_state_dict(saved["state_dict"])
             return TeacherRecord(model, key, path, dict(saved["metrics"]), trained_now=False)
-        ctx.log(f"training teacher {key} ({ctx.config.teacher.arch}-{ctx.config.teacher.depth}); cached at {path}")
+        ctx.log(f"training teacher {key} ({describe_teacher(ctx.config)}); cached at {path}")
         model, metrics = train_teacher(ctx)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(

@@ -1,7 +1,14 @@
-"""MLflow records, written through `MlflowClient` from one process (DESIGN §4 names).
+"""MLflow records, written through `MlflowClient` from one process (the names are `harness.contract`'s).
+
+`TrialRecorder` is the one writer of a trial's run, for `harness train` and for the sweep's
+callback alike: it finds the run again by its identity (`harness.trial_id`) or creates it with
+the contract's tags, logs its params and resolved config once, each epoch once, and ends it
+with a status and a reason. `TrackedRun` is the plain run underneath (the sweep's parent run
+uses it directly).
 
 SQLite stores are always addressed by an absolute path (trials run in other working
-directories), and their artifacts go to `mlartifacts/` beside the database file.
+directories), and their artifacts go to `mlartifacts/` beside the database file. This module
+imports nothing of the training stack: `harness report` uses its URI helpers.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +25,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.contract import DATA_CONTEXT, EXPERIMENT_KIND, Tag
+from harness.contract import DATA_CONTEXT, EXPERIMENT_KIND, VAL_ACCURACY, Tag
 
 # Against a tracking server, MlflowClient.set_terminated writes two "View run ... at" link lines
 # to stdout for every run it ends; a sweep ends one run per trial.
@@ -187,3 +195,84 @@ class TrackedRun:
         if reason:
             self.set_tags({Tag.FAILURE_REASON: reason[:5000]})
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one trial's MLflow run is made of (`harness.run_spec.run_spec` builds it from a config).
+
+    Attributes:
+        name: The run's name in the UI (`kd-trial-3`, `kd-final-T4-s1`, `kd-digits-T2-s0`).
+        tags: Its tags, `harness.trial_id` among them (the run is found again by it).
+        params: Its params (dotted keys of the sections its method reads).
+        config: Its whole resolved config, as JSON values (the artifact `config.yaml`).
+    """
+
+    name: str
+    tags: Mapping[str, str]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def trial_id(self) -> str:
+        """The run's identity, the tag `harness.trial_id`."""
+        return str(self.tags[Tag.TRIAL_ID])
+
+
+class TrialRecorder:
+    """The MLflow run of one trial, with every write it takes: the one recorder of `harness train`
+    and of the sweep's callback.
+
+    Opening finds the run tagged with the spec's `harness.trial_id` (reopened as RUNNING) or
+    creates it, and logs the params and config it lacks; so a retried, resumed or re-issued
+    trial goes on in its own run. `log_epoch` logs an epoch's metrics once: an epoch the run
+    holds already (a resumed trial reports it again) is skipped.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, spec: RunSpec) -> None:
+        self.spec = spec
+        self.run = TrackedRun.find_or_create(tracking_uri, experiment, spec.name, spec.tags)
+        self.run.log_config(spec.params, spec.config)
+        self.last_epoch = self.run.last_step(VAL_ACCURACY)
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id."""
+        return self.run.run_id
+
+    @property
+    def tracking_uri(self) -> str:
+        """The store the run is in (absolute)."""
+        return self.run.tracking_uri
+
+    def log_epoch(self, metrics: Mapping[str, float], epoch: int) -> bool:
+        """Logs `metrics` at step `epoch` unless the run holds that epoch already; says whether it logged."""
+        if epoch <= self.last_epoch:
+            return False
+        self.run.log_metrics(metrics, step=epoch)
+        self.last_epoch = epoch
+        return True
+
+    def log_provenance(self, provenance: Mapping[str, Any]) -> None:
+        """Where the trial ran and the digests of its data splits (`TrackedRun.log_provenance`)."""
+        self.run.log_provenance(provenance)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Adds tags to the run."""
+        self.run.set_tags(tags)
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        """Ends the run as FINISHED, FAILED or KILLED; a reason goes to `harness.failure_reason`."""
+        self.run.finish(status, reason)
+
+
+def tag_run(tracking_uri: str, experiment: str, trial_id: str, tags: Mapping[str, str]) -> None:
+    """Adds tags to the run whose `harness.trial_id` is `trial_id` (none: nothing happens)."""
+    client = MlflowClient(absolute_tracking_uri(tracking_uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return
+    quoted = trial_id.replace("'", "")
+    for run in client.search_runs([found.experiment_id], f"tags.`{Tag.TRIAL_ID}` = '{quoted}'"):
+        for name, value in tags.items():
+            client.set_tag(run.info.run_id, name, value)

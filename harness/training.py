@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
-from harness.config import TrainConfig
+from harness.config.sections import TrainConfig
 from harness.contract import noise_metric
 from harness.errors import TrialFailed
 from harness.noise import apply_noise

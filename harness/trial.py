@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from harness import contract
-from harness.config import TrialConfig
+from harness.config.sections import TrialConfig
 from harness.data import DataSplits, load_dataset
 from harness.efficiency import count_ops
 from harness.methods import Method, TrialContext, create_method
@@ -116,7 +116,7 @@ def train(
             from where the trial runs (`provenance(config, data, device)`).
 
     Returns:
-        The final metrics (DESIGN §4 names), accuracies as fractions.
+        The final metrics (the names of docs/ARCHITECTURE.md, "The MLflow contract"), accuracies as fractions.
 
     Raises:
         TrialFailed: the loss became NaN or infinite.

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from harness.config import TrialConfig, trial_config
+from harness.config.resolve import trial_config
+from harness.config.sections import TrialConfig
 
 # Small enough that a whole trial (teacher included) takes a few seconds on 2 cores.
 TINY: dict[str, Any] = {

@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import flatten, load_space, parse_override, resolve_trial_config, trial_config
+from harness.config.dotted import flatten
+from harness.config.resolve import resolve_trial_config, trial_config
+from harness.config.space import load_space
+from harness.config.yaml import parse_override
 from harness.errors import HarnessInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +162,7 @@ def test_unreadable_space_file(tmp_path: Path) -> None:
 def test_strict_loader_is_a_safe_loader_that_keeps_yaml_semantics() -> None:
     import yaml
 
-    from harness.config import DuplicateKeyError, StrictSafeLoader, read_yaml
+    from harness.config.yaml import DuplicateKeyError, StrictSafeLoader, read_yaml
 
     assert issubclass(StrictSafeLoader, yaml.SafeLoader)
     assert read_yaml("a: 1\nb: [1, 2.5, true, null]\n") == {"a": 1, "b": [1, 2.5, True, None]}
@@ -242,7 +245,7 @@ def test_a_plugin_key_in_a_space_file_cannot_be_non_finite(install_plugin, tmp_p
 
 
 def test_key_table_lists_core_family_method_and_space_file_keys(install_plugin) -> None:
-    from harness.config import key_table
+    from harness.key_table import key_table
 
     install_plugin("lax", {"methods": {"lax": "lax_plugin:Lax"}}, {"lax_plugin.py": INF_PLUGIN})
     rows, broken = key_table()

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from harness.cli import main
+from harness.contract import Role
 from harness.progress import TrainProgress, format_duration, write
 from harness.sweep.plan import plan_sweep
 from harness.sweep.progress import SweepProgress
-from harness.sweep.workers import RUN_KEY
+from harness.sweep.protocol import RUN_KEY, PlannedTrial
+from harness.sweep.search import record_choice
 from harness.training import batch_hook, train_one_epoch
 from harness.trial import load_trial_data, train
 
@@ -48,7 +50,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
 
 
 def _trial(trial_id: str, method: str, role: str = "trial", **values) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, config={**values, "method": method, "role": role}, last_result={})
+    """A fake Tune trial of a planned trial; its identity (`run`) is its Tune id unless given (`_run`)."""
+    run = values.pop(RUN_KEY, trial_id)
+    config = PlannedTrial(method, Role(role), run, values).to_tune()
+    return SimpleNamespace(trial_id=trial_id, config=config, last_result={})
 
 
 def _run(name: str) -> dict[str, str]:
@@ -213,11 +218,11 @@ def test_sweep_progress_on_a_terminal_draws_bars_and_writes_above_them(clock: _C
     clock.now += 60
     a.status = "TERMINATED"
     progress.on_trial_complete(iteration=2, trials=[a, b], trial=a)
-    write("trial kd abc: val_accuracy 0.9000, test_accuracy 0.8800", out)  # what MlflowTrialCallback prints
+    write("kd trial abc: val_accuracy 0.9000, test_accuracy 0.8800", out)  # what MlflowTrialCallback prints
     progress.on_step_end(iteration=3, trials=[a, b])
     drawn = out.getvalue()
     assert "trials 1/7" in drawn and "ETA 3 min" in drawn  # (60 * 5 + 0) / 2 = 150 s
-    assert "trial kd abc: val_accuracy 0.9000, test_accuracy 0.8800\n" in drawn
+    assert "kd trial abc: val_accuracy 0.9000, test_accuracy 0.8800\n" in drawn
     progress.on_experiment_end(trials=[a, b])
     assert progress._bars is None
 
@@ -251,9 +256,11 @@ def test_sweep_progress_counts_trials_that_ended_before_a_resume(clock: _Clock) 
     assert progress.done == 1
 
 
-def test_sweep_progress_total_follows_the_final_runs(clock: _Clock) -> None:
+def test_sweep_progress_total_follows_the_final_runs(clock: _Clock, tmp_path: Path) -> None:
+    """The count of a method's final runs comes from the choice on the searcher's record."""
     plan = plan_sweep(REPO / "search_spaces" / "smoke.yaml")
-    progress = SweepProgress.for_plan(plan, stream=io.StringIO(), live=False)
+    choices = tmp_path / "choices.json"
+    progress = SweepProgress.for_plan(plan, stream=io.StringIO(), live=False, choices=choices)
     # smoke: 3 search trials per method; kd and direct retrain at T in {1, 2} (1 seed), conversion once
     assert progress.total == 3 * 3 + 2 + 2 + 1
     assert progress.concurrency == 2 and progress.epochs == {"kd": 4, "direct": 4, "conversion": 4}
@@ -263,14 +270,20 @@ def test_sweep_progress_total_follows_the_final_runs(clock: _Clock) -> None:
     searched = [_trial(f"kd{i}", "kd", **{**best, "kd.alpha": 0.3 + i}, **_run(str(i))) for i in range(3)]
     final = _trial("f1", "kd", "final", **{**best, "snn.time_steps": 2, "seed": 1}, **_run("s1-T2"))
     trials = [*searched, final]
+    record_choice(choices, "kd", "0", best)  # written by the searcher before it queues the final runs
     progress.on_trial_start(iteration=0, trials=trials, trial=final)
     assert progress.total == 15  # kd's best T = 3 is not among {1, 2}: one more final run
 
     best = {"student.width": 8, "snn.time_steps": 1}
     direct = _trial("d0", "direct", **best, **_run("0"))
     final = _trial("f2", "direct", "final", **{**best, "snn.time_steps": 2, "seed": 1}, **_run("s1-T2"))
+    record_choice(choices, "direct", "0", best)
     progress.on_trial_start(iteration=1, trials=[*trials, direct, final], trial=final)
     assert progress.total == 15  # direct's best T = 1 is planned already
+
+    unrecorded = SweepProgress.for_plan(plan, stream=io.StringIO(), live=False, choices=tmp_path / "none.json")
+    unrecorded.on_trial_start(iteration=0, trials=trials, trial=trials[-1])
+    assert unrecorded.total == 14  # no choice on record: the planned count holds
 
     progress.set_final_runs("conversion", 2)
     assert progress.total == 16

@@ -12,7 +12,7 @@ import importlib.util
 
 import numpy as np
 
-from harness.data import DatasetEntry, RawArrays
+from harness.data.entry import DatasetEntry, RawArrays
 from harness.errors import HarnessInputError
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.data import DatasetEntry, RawArrays
+from harness.data.entry import DatasetEntry, RawArrays
 from harness.errors import HarnessInputError
 
 # Errors torchvision raises for missing, partial or corrupted files (and failed downloads:

@@ -1,13 +1,16 @@
 """The interface every way of producing an SNN implements (KD, direct training, conversion, a plugin's).
 
-A method is a `Method` subclass registered under the entry-point group `snn_kd_harness.methods`;
-the entry point's name is the name used in YAML (`methods: [kd]`). It describes itself:
+A method is a `Method` subclass registered under the entry-point group `snn_kd_harness.methods`
+(`METHODS`); the entry point's name is the name used in YAML (`methods: [kd]`). It describes
+itself:
 
 - `options`: its own config section, a `harness.config.Section` subclass whose keys all have
-  defaults. The section is named after the method (`kd.*` for `kd`), validated, overridable with
-  `--set` and searchable in `space:` like every built-in key. None: the method takes none.
-- `reads`: the core sections it reads beyond `harness.config.ALWAYS_READ` (`snn`, `teacher`);
-  a sweep samples only the dims of the sections a method reads, and a run logs only those params.
+  defaults. The section is named after the method (`kd.*` for `kd`), validated by the method
+  (`validate_options`), overridable with `--set` and searchable in `space:` like every
+  built-in key. None: the method takes none.
+- `reads`: the core sections it reads beyond `harness.config.sections.ALWAYS_READ` (`snn`,
+  `teacher`); a sweep samples only the dims of the sections a method reads, and a run logs
+  only those params (`read_sections`).
 - `capabilities` (`harness.contract.Capabilities`): whether it needs a teacher, trains at a T,
   reads its time-step curve off one run, and which extra rows it adds to reports. The sweep
   and the reports act on these, never on names.
@@ -17,68 +20,18 @@ from __future__ import annotations
 
 import keyword
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-
-from harness.config import ALWAYS_READ, ModelArgs, Section, TrialConfig, core_sections
+from harness.config.base import Section
+from harness.config.sections import ALWAYS_READ, OPTIONS_FIELD, TrialConfig, core_sections
+from harness.context import TrialContext
 from harness.contract import Capabilities
-from harness.data import DataSplits
-from harness.models import ActivationFactory, Encoder, SpikingNetwork, create_encoder
-from harness.registry import METHODS
+from harness.models import SpikingNetwork
+from harness.registry import GROUP_PREFIX, Registry
 
 
-@dataclass(frozen=True)
-class TrialContext:
-    """What a method gets from the trial loop.
-
-    Attributes:
-        config: The resolved trial config.
-        data: Dataset splits on `device`, images in [0, 1].
-        device: Where tensors and networks live.
-        teacher_cache: Folder of the content-addressed teacher cache.
-        log: Progress messages for the user (stderr in `harness train`).
-    """
-
-    config: TrialConfig
-    data: DataSplits
-    device: torch.device
-    teacher_cache: Path
-    log: Callable[[str], None]
-
-    def encoder(self) -> Encoder:
-        """The trial's input encoding (`encoding.name`), with the training split's statistics."""
-        return create_encoder(self.config.encoding.name, self.data.mean, self.data.std)
-
-
-def network_for(
-    ctx: TrialContext,
-    spec: ModelArgs,
-    activation: ActivationFactory,
-    pool: str = "max",
-    seed: int | None = None,
-    encoder: Encoder | None = None,
-) -> SpikingNetwork:
-    """A network of `spec` (`teacher.*` or `student.*`) sized for the trial's data, on its device.
-
-    Initialised from `seed` (default: the trial's seed) right here, so its weights do not
-    depend on what ran before (a teacher trained or loaded, another network built). Its input
-    encoding is `encoder` (default: the trial's `encoding.name`).
-    """
-    torch.manual_seed(ctx.config.seed if seed is None else seed)
-    data = ctx.data
-    net = spec.build(
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        activation=activation,
-        pool=pool,
-    )
-    net.encoder = encoder if encoder is not None else ctx.encoder()
-    return net.to(ctx.device)
+class NoOptions(Section):
+    """The section of a method that takes no options: any key is unknown."""
 
 
 class Method(ABC):
@@ -101,6 +54,18 @@ class Method(ABC):
     def name(self) -> str:
         """The name the method is registered (and configured) under."""
         return self.ctx.config.method
+
+    @classmethod
+    def validate_options(cls, section: Any) -> Section | None:
+        """This method's section from the file's form (a mapping; None: not given), or None
+        when the method takes no options.
+
+        Raises:
+            ValidationError: located within the section (`alpha`, not `kd.alpha`).
+        """
+        model = cls.options or NoOptions
+        validated = model.model_validate({} if section is None else section)
+        return validated if cls.options is not None else None
 
     @classmethod  # noqa: B027 (an optional hook, a no-op for most methods)
     def preflight(cls, config: TrialConfig) -> None:
@@ -150,7 +115,7 @@ def check_method(name: str, entry: Any) -> None:
         raise TypeError(f"{entry.__name__} does not implement {', '.join(sorted(entry.__abstractmethods__))}")
     if not name.isidentifier() or keyword.iskeyword(name) or name.startswith(("model_", "_")):
         raise ValueError(f"the name {name!r} cannot name a config section (use letters, digits and _)")
-    if name in core_sections() or hasattr(TrialConfig, name):
+    if name in core_sections() or name == OPTIONS_FIELD or hasattr(TrialConfig, name):
         raise ValueError(f"its config section {name!r} collides with the harness's own section {name!r}")
     if not isinstance(entry.capabilities, Capabilities):
         raise TypeError("capabilities must be a harness.contract.Capabilities")
@@ -170,6 +135,9 @@ def check_method(name: str, entry: Any) -> None:
             raise ValueError(f"its options need a default for every key ({type(exc).__name__})") from None
 
 
+METHODS: Registry[type[Method]] = Registry(GROUP_PREFIX + "methods", "method", check_method)
+
+
 def create_method(name: str, ctx: TrialContext) -> Method:
     """Builds the method registered as `name` for one trial."""
     return METHODS.get(name)(ctx)
@@ -178,3 +146,14 @@ def create_method(name: str, ctx: TrialContext) -> Method:
 def list_methods() -> list[str]:
     """Names of the registered methods."""
     return METHODS.names()
+
+
+def read_sections(method: str) -> frozenset[str]:
+    """The top-level keys a trial of `method` reads: `ALWAYS_READ`, its `reads`, its own section."""
+    entry = METHODS.get(method)
+    return ALWAYS_READ | entry.reads | ({method} if entry.options is not None else set())
+
+
+def logged_params(config: TrialConfig) -> dict[str, Any]:
+    """What a run of `config` logs as params: its dotted keys in the sections its method reads."""
+    return config.params(read_sections(config.method))

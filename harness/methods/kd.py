@@ -18,8 +18,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from harness.config import Section
+from harness.context import TrialContext
 from harness.contract import Capabilities
-from harness.methods.base import TrialContext
 from harness.methods.student import StudentMethod
 from harness.teacher import load_or_train_teacher, teacher_noise_accuracies
 

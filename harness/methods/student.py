@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from harness.methods.base import Method, TrialContext, network_for
+from harness.context import TrialContext, network_for
+from harness.methods.base import Method
 from harness.models import SpikingNetwork, make_lif
 from harness.training import Fitting
 

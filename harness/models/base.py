@@ -14,7 +14,7 @@ block, a VGG block) in the backward pass instead of storing its activations
 (`harness.models.recompute`): less BPTT memory, one more forward pass per training step.
 
 `create_model(arch, ..., **args)` builds a registered family by name, as timm's does; the
-family (a `harness.config.ModelArgs` subclass) validates its own `args`.
+family (a `harness.models.ModelArgs` subclass, `harness.models.args`) validates its own `args`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pydantic import Field, ValidationError, field_validator
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import Tensor, nn
 
-from harness.config import ModelArgs, describe_error
+from harness.config.base import describe_error, fields_of
 from harness.errors import HarnessInputError
+from harness.models.args import MODELS, ModelArgs
 from harness.models.encoders import DirectEncoding, Encoder
 from harness.models.recompute import run_recomputed
-from harness.registry import MODELS
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -62,7 +62,7 @@ class SpikingNetwork(nn.Module):
 
     def __init__(self, in_channels: int, width: int, activation: ActivationFactory) -> None:
         super().__init__()
-        self.encoder = DirectEncoding()  # `harness.methods.base.network_for` sets the trial's
+        self.encoder = DirectEncoding()  # `harness.context.network_for` sets the trial's
         self.stem = conv_bn(in_channels, width, 3, 1)
         self.stem_act = activation()
 
@@ -169,7 +169,7 @@ def create_model(
     try:
         spec = family.model_validate({"arch": arch, **args})
     except ValidationError as exc:
-        key, message = describe_error(exc.errors()[0])
+        key, message = describe_error(exc.errors()[0], fields_of(family))
         raise HarnessInputError(f"{arch}: {key}: {message}") from None
     net = spec.build(
         in_channels=in_channels, num_classes=num_classes, image_size=image_size, activation=activation, pool=pool

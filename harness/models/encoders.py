@@ -3,7 +3,7 @@
 An `Encoder` is a module every network holds (`SpikingNetwork.encoder`); the trial chooses it
 with `encoding.name`, from the `snn_kd_harness.encoders` entry points:
 
-- `direct` (the default; DESIGN §2): the normalised image, the same at every step. It returns
+- `direct` (the default; docs/ARCHITECTURE.md, "The science"): the normalised image, the same at every step. It returns
   a one-step sequence `[1, B, C, H, W]`, which the network's stem runs once and repeats T times.
 - `poisson`: rate coding; pixel intensity p in [0, 1] becomes a spike with probability p at each
   step, independently, `[T, B, C, H, W]` (spikingjelly's `PoissonEncoder`, drawn from torch's
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.registry import ENCODERS
+from harness.registry import GROUP_PREFIX, Registry
 
 
 class Encoder(nn.Module):
@@ -84,6 +84,9 @@ def check_encoder(name: str, entry: Any) -> None:
     """`ENCODERS`' check: an `Encoder` subclass."""
     if not (isinstance(entry, type) and issubclass(entry, Encoder)):
         raise TypeError(f"expected a subclass of harness.models.encoders.Encoder, got {entry!r}")
+
+
+ENCODERS: Registry[type[Encoder]] = Registry(GROUP_PREFIX + "encoders", "input encoding", check_encoder)
 
 
 def create_encoder(name: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Encoder:

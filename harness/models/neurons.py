@@ -38,7 +38,7 @@ def make_lif(
     """A factory of multi-step LIF layers (input and output `[T, B, ...]`).
 
     Args:
-        tau: Membrane time constant; `decay_input=True` as in DESIGN §2.
+        tau: Membrane time constant; `decay_input=True` (docs/ARCHITECTURE.md, "The science").
         v_threshold: Firing threshold.
         reset: "hard" resets to 0 after a spike, "soft" subtracts the threshold.
         surrogate_name: Key of `SURROGATES`, the derivative used in the backward pass.

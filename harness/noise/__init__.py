@@ -32,9 +32,10 @@ from typing import Any
 import torch
 
 from harness.errors import HarnessInputError
-from harness.registry import NOISES
+from harness.registry import GROUP_PREFIX, Registry
 
 __all__ = [
+    "NOISES",
     "NoiseFn",
     "apply_noise",
     "check_level",
@@ -57,6 +58,9 @@ def check_noise_function(name: str, entry: Any) -> None:
         raise TypeError(f"{entry!r} does not take (image, level, generator)") from None
     except ValueError:  # no signature to inspect (a builtin): trust it
         pass
+
+
+NOISES: Registry[NoiseFn] = Registry(GROUP_PREFIX + "noises", "noise type", check_noise_function)
 
 
 def check_level_at_most(noise: str, level: float, maximum: float) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.config import SpaceFile
+from harness.config.space import SpaceFile
+from harness.contract import Role
 from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
-from harness.sweep.workers import RUN_KEY
-
-TRAINED_T = "snn.time_steps"  # the key a final run of a method that trains at a T sets
+from harness.sweep.protocol import TRAINED_T, PlannedTrial
 
 
 def final_seeds(space: SpaceFile, base_seed: int) -> list[int]:
@@ -34,16 +33,20 @@ def final_time_steps(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any]
     return tuple(sorted(steps))
 
 
-def final_runs(plan: SweepPlan, method: str, best: Mapping[str, Any]) -> list[dict[str, Any]]:
+def final_runs(plan: SweepPlan, method: str, best: Mapping[str, Any]) -> list[PlannedTrial]:
     """The final runs that retrain `best` (a method's chosen sampled values): one per seed of
     `final_seeds` and T of `final_time_steps`, longest (largest T) first so that the
-    schedule's tail is short. Each carries its identity under `run` (`s1`, or `s1-T4`)."""
+    schedule's tail is short. Each one's `run` is `s<seed>`, or `s<seed>-T<T>`."""
     method_plan = plan.of(method)
     seeds = final_seeds(plan.space, method_plan.config.seed)
     if not method_plan.capabilities.trains_at_time_steps:
-        return [{**best, "seed": seed, RUN_KEY: f"s{seed}"} for seed in seeds]
+        return [PlannedTrial(method, Role.FINAL, f"s{seed}", {**best, "seed": seed}) for seed in seeds]
     steps = sorted(final_time_steps(method_plan, plan.space, best), reverse=True)
-    return [{**best, TRAINED_T: t, "seed": seed, RUN_KEY: f"s{seed}-T{t}"} for t in steps for seed in seeds]
+    return [
+        PlannedTrial(method, Role.FINAL, f"s{seed}-T{t}", {**best, TRAINED_T: t, "seed": seed})
+        for t in steps
+        for seed in seeds
+    ]
 
 
 def final_run_count(plan: MethodPlan, space: SpaceFile, best: Mapping[str, Any] | None = None) -> int:

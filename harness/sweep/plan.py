@@ -1,8 +1,10 @@
 """A validated sweep: per method its resolved `TrialConfig`, its dims and its capabilities.
 
-The plan is the one place a sweep's trial configs come from: the driver (callback, final stage)
-and the workers both call `MethodPlan.trial_config`. It is also what `--resume` must find
-unchanged (`plan.json` in the sweep's folder).
+The plan is the one place a sweep's trial configs come from: a `PlannedTrial`
+(`harness.sweep.protocol`) resolves against it, in the workers and in the driver's callback.
+It is also what `--resume` must find unchanged (`plan.json` in the sweep's folder).
+`plan_sweep` checks everything `harness validate` promises before anything runs: the file, the
+trials it makes, each method's preflight, and the dataset's files.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import Distribution, SpaceFile, TrialConfig, flatten, load_space, resolve_trial_config, trial_config
+from harness.config.dotted import flatten
+from harness.config.resolve import check_dataset_files, resolve, trial_config
+from harness.config.sections import TrialConfig
+from harness.config.space import Distribution, SpaceFile, load_space
 from harness.contract import Capabilities
 from harness.errors import HarnessInputError
-from harness.registry import METHODS
+from harness.methods.base import METHODS, read_sections
 
 PLAN_FILE = "plan.json"  # the resolved plan of the sweep in its folder; --resume must match it
 
@@ -42,8 +47,12 @@ class MethodPlan:
         return trial_config({**self.config.flat(), **values})
 
     def sampler_dims(self) -> dict[str, dict[str, Any]]:
-        """`dims` in the YAML form the sampler reads."""
+        """`dims` in the YAML form (what `plan.json` records)."""
         return {key: dist.as_dict() for key, dist in self.dims.items()}
+
+    def distributions(self) -> dict[str, Any]:
+        """`dims` as Optuna distributions, which the searcher samples and its studies record."""
+        return {key: dist.to_optuna() for key, dist in self.dims.items()}
 
 
 @dataclass(frozen=True)
@@ -76,16 +85,21 @@ def search_budget(plan: MethodPlan, space: SpaceFile) -> int:
 
 
 def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> SweepPlan:
-    """Validates a space file for a sweep; every defect raises a one-line HarnessInputError."""
+    """Validates a space file for a sweep (and `--set` overrides): the file, each method's
+    trial and preflight, and the dataset's files. Every defect raises a one-line
+    HarnessInputError naming the file and field, or the `--set KEY`."""
     space = load_space(path)
-    plans = []
+    plans, trials = [], []
     for name in space.methods:
-        config = resolve_trial_config(space, method=name, overrides=overrides or [], source=str(path))
+        resolved = resolve(space, method=name, overrides=overrides or [], source=str(path))
         method = METHODS.get(name)
-        method.preflight(config)
-        read = config.read_sections()
+        method.preflight(resolved.config)
+        read = read_sections(name)
         dims = {key: dist for key, dist in space.space.items() if key.split(".")[0] in read}
-        plans.append(MethodPlan(name, config, dims, method.capabilities))
+        plans.append(MethodPlan(name, resolved.config, dims, method.capabilities))
+        trials.append(resolved)
+    for resolved in trials:  # files last: a config that cannot work is named before missing files
+        check_dataset_files(resolved)
     return SweepPlan(space, str(path), tuple(plans))
 
 

@@ -3,8 +3,9 @@ with their epoch, and an estimate of the time left.
 
 On a terminal: a bar of the trials done and one status line of the running trials (tqdm),
 redrawn as trials start, report and end. Otherwise plain lines: a one-line summary at most
-every `interval_s` seconds, e.g. `12/18 trials done, running: kd trial 1a2b3c4d epoch 2/4,
-direct final T4 s1 epoch 1/2; ETA 3 min`, and one at the end. The line per finished trial
+every `interval_s` seconds, e.g. `12/18 trials done, running: kd trial 3 epoch 2/4,
+direct final T4 s1 epoch 1/2; ETA 3 min`, and one at the end. Trials are named as
+`PlannedTrial.label` names them, the MLflow callback's lines too. The line per finished trial
 is not printed here: `MlflowTrialCallback` prints it, through `harness.progress.write` so that
 it lands above the bars.
 """
@@ -15,21 +16,22 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import IO, Any
 
 from ray import tune
 
 from harness.contract import Role
 from harness.progress import format_duration, is_terminal, write
-from harness.sweep.final import TRAINED_T, final_run_count
+from harness.sweep.final import final_run_count
 from harness.sweep.plan import SweepPlan, search_budget
-from harness.sweep.workers import ROLE_KEY, RUN_KEY, run_identity, trial_values
+from harness.sweep.protocol import PlannedTrial
+from harness.sweep.search import read_choices
 
 FinalCount = Callable[[str, Mapping[str, Any]], int]
 """(method, its best sampled values) -> how many final runs retrain them."""
 
 _ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of trials that will not run again
-_NOT_SAMPLED = frozenset({"method", "seed", TRAINED_T})  # what a final run sets itself
 
 
 def _final_count(plan: SweepPlan, method: str, best: Mapping[str, Any]) -> int:
@@ -41,10 +43,10 @@ class SweepProgress(tune.Callback):
 
     The total is, per method, its search trials plus its final runs. A method that trains at
     several T also retrains at its search's best T, which adds runs when that T is not one
-    already planned: when its first final run starts, the best configuration is recognised
-    among its search trials (the final run carries the same sampled values), and its count is
-    `final_count(method, best)`. `set_final_runs` sets a count directly, and a method never
-    counts fewer final runs than Tune has created.
+    already planned: when its first final run starts, the configuration its search chose is
+    read from the searcher's record (`choices`, `harness.sweep.search.read_choices`), and its
+    count is `final_count(method, chosen values)`. `set_final_runs` sets a count directly, and
+    a method never counts fewer final runs than Tune has created.
 
     ETA: with m the mean duration (driver clock, start to end) of the trials finished so far,
     p the trials not started yet and e_i the time each running trial has run,
@@ -66,6 +68,7 @@ class SweepProgress(tune.Callback):
         live: Draw bars (default: whether `stream` is a terminal).
         interval_s: Least time between two plain summaries.
         final_count: See above; None: the planned counts hold unless set or exceeded.
+        choices: The searcher's record of its choices (`choices.json`); None: none is read.
     """
 
     _clock = staticmethod(time.monotonic)  # seconds; tests replace it
@@ -80,6 +83,7 @@ class SweepProgress(tune.Callback):
         live: bool | None = None,
         interval_s: float = 30.0,
         final_count: FinalCount | None = None,
+        choices: Path | None = None,
     ) -> None:
         self.search = {method: search for method, (search, _) in planned.items()}
         self.finals = {method: finals for method, (_, finals) in planned.items()}
@@ -87,6 +91,7 @@ class SweepProgress(tune.Callback):
         self.concurrency = max(1, concurrency)
         self.interval_s = interval_s
         self.final_count = final_count
+        self.choices = choices
         self._live_choice = live
         self._resolved: set[str] = set()  # methods whose final-run count is known exactly
         self._done: dict[str, float] = {}  # planned trial (`_identity`) -> its duration in seconds
@@ -95,7 +100,8 @@ class SweepProgress(tune.Callback):
 
     @classmethod
     def for_plan(cls, plan: SweepPlan, **kwargs: Any) -> SweepProgress:
-        """The progress of `plan`'s sweep: its budgets, final runs, epochs and concurrency."""
+        """The progress of `plan`'s sweep: its budgets, final runs, epochs and concurrency
+        (`choices=` the searcher's record, to count final runs exactly)."""
         planned = {p.method: (search_budget(p, plan.space), final_run_count(p, plan.space)) for p in plan.methods}
         epochs = {p.method: p.config.train.epochs for p in plan.methods}
         kwargs.setdefault("concurrency", plan.space.search.max_concurrent)
@@ -156,14 +162,10 @@ class SweepProgress(tune.Callback):
         return max((mean * pending + sum(left)) / slots, longest)
 
     def label(self, trial: Any) -> str:
-        """`kd trial 1a2b3c4d` for a search trial, `direct final T4 s1` for a final run."""
-        config = trial.config
-        method = config.get("method", "?")
-        if config.get(ROLE_KEY) != Role.FINAL.value:
-            return f"{method} trial {trial.trial_id}"
-        steps = f" T{config[TRAINED_T]}" if TRAINED_T in config else ""
-        seed = f" s{config['seed']}" if "seed" in config else ""
-        return f"{method} final{steps}{seed}"
+        """`kd trial 3` for a search trial, `direct final T4 s1` for a final run (`PlannedTrial.label`)."""
+        if PlannedTrial.in_tune(trial.config):
+            return PlannedTrial.from_tune(trial.config).label()
+        return f"{trial.config.get('method', '?')} trial {trial.trial_id}"
 
     def _running_text(self, limit: int | None = None) -> str:
         parts = []
@@ -200,8 +202,8 @@ class SweepProgress(tune.Callback):
         self._running[trial.trial_id] = (trial.config.get("method"), self.label(trial), self._clock())
         self._epoch.pop(trial.trial_id, None)
         self._peak = max(self._peak, len(self._running))
-        if trial.config.get(ROLE_KEY) == Role.FINAL.value:
-            self._count_final(trials, trial)
+        if _role(trial) == Role.FINAL:
+            self._count_final(trial.config.get("method"))
         self._draw(force=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -249,24 +251,16 @@ class SweepProgress(tune.Callback):
         for trial in trials:
             if getattr(trial, "status", None) in _ENDED and _identity(trial) not in self._done:
                 self._end(trial)
-            if trial.config.get(ROLE_KEY) == Role.FINAL.value:
+            if _role(trial) == Role.FINAL:
                 self._seen_finals.setdefault(trial.config.get("method"), set()).add(_identity(trial))
 
-    def _count_final(self, trials: Iterable[Any], final: Any) -> None:
-        """The final-run count of `final`'s method, from the search trial it retrains."""
-        method = final.config.get("method")
+    def _count_final(self, method: str) -> None:
+        """The final-run count of `method`, from the choice on the searcher's record."""
         if self.final_count is None or method in self._resolved:
             return
-        sampled = _sampled(final.config)
-        counts = {
-            self.final_count(method, {k: v for k, v in trial_values(trial.config).items() if k != "method"})
-            for trial in trials
-            if trial.config.get("method") == method
-            and trial.config.get(ROLE_KEY) == Role.TRIAL.value
-            and _sampled(trial.config) == sampled
-        }
-        if len(counts) == 1:  # the best configuration is recognised (or all candidates agree)
-            self.finals[method] = counts.pop()
+        chosen = read_choices(self.choices).get(method)
+        if chosen is not None and chosen["values"] is not None:
+            self.finals[method] = self.final_count(method, chosen["values"])
             self._resolved.add(method)
 
     # -- output ---------------------------------------------------------------------------
@@ -326,11 +320,10 @@ _LIVE = frozenset(
 
 
 def _identity(trial: Any) -> str:
-    """The planned trial a Tune trial runs (`run_identity`: the same for a trial that `--resume`
-    issued again under a new Tune id), or its Tune id where its config names none."""
-    return run_identity(trial.config) if RUN_KEY in trial.config else trial.trial_id
+    """The planned trial a Tune trial runs (`PlannedTrial.identity`: the same for a trial that
+    `--resume` issued again under a new Tune id), or its Tune id where its config names none."""
+    return PlannedTrial.from_tune(trial.config).identity if PlannedTrial.in_tune(trial.config) else trial.trial_id
 
 
-def _sampled(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's sampled values without what a final run sets (seed, T) and its identity keys."""
-    return {key: value for key, value in trial_values(config).items() if key not in _NOT_SAMPLED}
+def _role(trial: Any) -> Role | None:
+    return PlannedTrial.from_tune(trial.config).role if PlannedTrial.in_tune(trial.config) else None

@@ -1,7 +1,8 @@
 """What a sweep runs inside Ray workers: the Tune trainable and the teacher task.
 
 A worker imports the module of the function it runs before its first line. This one imports
-only torch and the plan (the trial imports the rest of the harness when it starts), not MLflow,
+only torch, the plan and the protocol (the trial imports the rest of the harness when it
+starts), not MLflow,
 Optuna and Tune's search code: that saves each new trial actor and teacher worker about 3.5 s
 (benchmarks/tune_startup.py). Each worker finds the methods, models, datasets and noises a
 trial names through the installed entry points, as the driver does.
@@ -13,7 +14,8 @@ worker died and Tune retried it, or the driver died and `--resume` re-issued it,
 new Tune trial), it continues from the newest checkpoint that still loads, or from scratch; a
 trial whose last epoch is saved only reports its result again. The checkpoint holds every
 epoch's metrics too, and the first result after a restart carries them (`BACKFILL_KEY`), so
-the MLflow callback can log the epochs whose report died with a killed driver.
+the MLflow callback can log the epochs whose report died with a killed driver. What a trial is
+and what its results carry is `harness.sweep.protocol`.
 """
 
 from __future__ import annotations
@@ -27,30 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.config import TrialConfig
+from harness.config.resolve import build_trial_config
 from harness.errors import TrialFailed
-from harness.sweep.plan import MethodPlan
+from harness.sweep.plan import SweepPlan
+from harness.sweep.protocol import BACKFILL_KEY, EPOCH_KEY, FAILURE_KEY, NODE_KEY, PROVENANCE_KEY, PlannedTrial
 
 if TYPE_CHECKING:
     from harness.methods import Method
-
-FAILURE_KEY = "harness_failure_reason"  # a trial's last result carries it when it failed
-NODE_KEY = "harness_node_id"  # the Ray node that ran the epoch; becomes the run's tag `harness.node`
-ROLE_KEY = "role"  # `trial` (search) or `final`; in every trial's config beside `method`
-RUN_KEY = "run"  # the trial's identity within its method and role: search index, or `s1-T4` for a final run
-EPOCH_KEY = "epoch"  # every result carries it (the scheduler's time attribute)
-BACKFILL_KEY = "harness_backfill"  # the first result after a restart: {epoch: metrics} of the saved epochs
-PROVENANCE_KEY = "harness_provenance"  # the first result of a (re)start: JSON of `harness.trial.provenance`
-
-
-def trial_values(sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """A Tune trial's config without its role and identity: `method` and the values that override the plan."""
-    return {key: value for key, value in sampled.items() if key not in (ROLE_KEY, RUN_KEY)}
-
-
-def run_identity(sampled: Mapping[str, Any]) -> str:
-    """`<role>/<method>/<run>`: the same for every Tune trial that runs this planned trial."""
-    return f"{sampled[ROLE_KEY]}/{sampled['method']}/{sampled[RUN_KEY]}"
 
 
 class TrialCheckpoints:
@@ -96,7 +81,7 @@ class TrialCheckpoints:
 def run_trial(
     sampled: dict[str, Any],
     *,
-    plans: Mapping[str, MethodPlan],
+    plan: SweepPlan,
     teacher_cache: str,
     checkpoints: str,
     threads: int,
@@ -106,9 +91,8 @@ def run_trial(
     """The Tune trainable: one `train()` with a checkpoint per epoch, resumed from the newest one.
 
     Args:
-        sampled: the trial's config: `method`, `role`, `run` and the values that override the
-            method's plan (sampled dims; seed and T for final runs).
-        plans: per method, its plan.
+        sampled: the trial's Tune config: a `PlannedTrial` (`to_tune`).
+        plan: the sweep's plan, which the planned trial resolves against.
         checkpoints: the sweep's checkpoint folder (every node must reach it).
     """
     import ray
@@ -118,9 +102,10 @@ def run_trial(
 
     torch.set_num_threads(max(1, threads))
     node = ray.get_runtime_context().get_node_id()
-    config = plans[sampled["method"]].trial_config(trial_values(sampled))
+    planned = PlannedTrial.from_tune(sampled)
+    config = planned.resolve(plan)
     resolved = config.model_dump(mode="json")  # into every checkpoint, and checked on resume
-    saved = TrialCheckpoints(Path(checkpoints) / run_identity(sampled))
+    saved = TrialCheckpoints(Path(checkpoints) / planned.identity)
     state = saved.latest(resolved)
     history: dict[str, dict[str, float]] = {} if state is None else dict(state.get("history") or {})
     backfill = dict(history)  # what a restarted trial hands the driver again, once
@@ -175,7 +160,7 @@ def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> tuple[str,
     from harness.trial import load_trial_data, resolve_device
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    trial = TrialConfig.of(config)
+    trial = build_trial_config(config)
     try:
         device = resolve_device(trial.train.device)
         data = load_trial_data(trial, device)

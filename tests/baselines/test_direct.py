@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.direct import tet_loss
-from harness.registry import METHODS
+from harness.methods import METHODS
 
 
 def test_tet_is_the_mean_of_per_step_cross_entropies() -> None:

@@ -1,4 +1,4 @@
-"""The LIF layer against the update equations of DESIGN §2, on random input."""
+"""The LIF layer against the update equations of docs/ARCHITECTURE.md ("The science"), on random input."""
 
 from __future__ import annotations
 

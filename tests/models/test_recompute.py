@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 from spikingjelly.activation_based import functional
 
-from harness.config import TrainConfig
+from harness.config.sections import TrainConfig
 from harness.methods import TrialContext, create_method
 from harness.models import create_model, make_lif
 from harness.trial import load_trial_data

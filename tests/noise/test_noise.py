@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from harness.errors import HarnessInputError, PluginError
-from harness.noise import apply_noise, list_noises, noise_seed
-from harness.registry import NOISES
+from harness.noise import NOISES, apply_noise, list_noises, noise_seed
 
 BUILTINS = [
     "contrast",

@@ -33,10 +33,10 @@ NOISE = {"gaussian": [0.1, 0.2], "salt_pepper": [0.05]}
 @pytest.fixture(scope="session")
 def smoke_report(smoke_sweep) -> Path:
     """`report.md` of the session's smoke sweep, made as `harness sweep` makes it when it ends."""
-    from harness.cli import publish_sweep_report
+    from harness.api import publish_report
 
     plan, options, summary = smoke_sweep
-    report = publish_sweep_report(options, summary["parent_run_id"])
+    report = publish_report(options, summary.parent_run_id)
     assert report is not None
     return report
 

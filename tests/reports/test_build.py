@@ -137,7 +137,7 @@ def test_pngs_have_real_content(smoke_report: Path) -> None:
 def test_the_sweep_logs_its_report_and_tags_searched_dims(smoke_report: Path, smoke_sweep) -> None:
     plan, options, summary = smoke_sweep
     client = MlflowClient(options.tracking_uri)
-    parent = summary["parent_run_id"]
+    parent = summary.parent_run_id
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.md", "report/tables", "report/figures"} <= logged
     assert smoke_report == (Path(options.storage) / options.experiment / "report" / "report.md").resolve()

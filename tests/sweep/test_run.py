@@ -136,7 +136,7 @@ def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
         ]
         assert len(trials) == plan.space.search.num_samples
         by_method = {p.method: p for p in plan.methods}
-        best = summary["methods"][method]["best"]
+        best = summary.methods[method].best
         steps = final_time_steps(by_method[method], plan.space, best)
         assert len(finals) == len(steps) * plan.space.search.final_repeats
         (chosen,) = [r for r in trials if r.data.tags.get("harness.best") == "true"]  # tagged for the report
@@ -154,7 +154,7 @@ def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
         complete = [r for r in trials if "test_accuracy" in r.data.metrics]
         pruned = [r for r in trials if r.data.tags.get("harness.pruned") == "true"]
         assert len(complete) + len(pruned) == len(trials)
-    assert summary["teachers_trained"] == 2  # the search seed and the one final seed
+    assert summary.teachers_trained == 2  # the search seed and the one final seed
 
 
 @pytest.mark.slow
@@ -345,8 +345,8 @@ def test_a_trial_that_fits_no_node_exits_2_naming_the_resource(tmp_path: Path, r
 def test_a_sweep_waiting_for_resources_says_so_once_a_minute(monkeypatch, capsys) -> None:
     from types import SimpleNamespace
 
-    from harness.config import ResourcesConfig
-    from harness.sweep import run
+    from harness.config.space import ResourcesConfig
+    from harness.sweep import resources as run
 
     clock = [100.0]
     monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])

@@ -31,7 +31,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.contract import Tag
-from harness.registry import METHODS
+from harness.methods import METHODS
 
 BEFORE = json.loads((Path(__file__).with_name("smoke_sweep_before.json")).read_text())["runs"]
 FIRST_LOSS_REL = 0.02  # first-epoch mean training loss, relative

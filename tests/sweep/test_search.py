@@ -12,7 +12,13 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from harness.sweep.search import DefineByRun, MethodScheduler, SweepSearcher, pick_best
+from harness.contract import Role
+from harness.sweep.protocol import PlannedTrial
+from harness.sweep.schedule import MethodScheduler
+from harness.sweep.search import SweepSearcher, pick_best
+from harness.sweep.studies import DefineByRun
+
+ALPHA = {"kd.alpha": optuna.distributions.FloatDistribution(0.1, 0.9)}
 
 
 def _optuna(dims: dict) -> OptunaSearch:
@@ -20,13 +26,20 @@ def _optuna(dims: dict) -> OptunaSearch:
     return OptunaSearch(space=DefineByRun(dims), metric="val_accuracy", mode="max", sampler=sampler)
 
 
-def _final_runs(method: str, best: dict) -> list[dict]:
-    return [{**best, "seed": seed, "run": f"s{seed}"} for seed in (1, 2)]
+def _final_runs(method: str, best: dict) -> list[PlannedTrial]:
+    return [PlannedTrial(method, Role.FINAL, f"s{seed}", {**best, "seed": seed}) for seed in (1, 2)]
+
+
+def _restored(folder: Path) -> SweepSearcher:
+    """The searcher as Tune restores it from the experiment's last save."""
+    searcher = SweepSearcher.__new__(SweepSearcher)
+    searcher.restore_from_dir(str(folder))
+    return searcher
 
 
 def _searcher(budget: int = 2, choices: Path | None = None) -> SweepSearcher:
     return SweepSearcher(
-        searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}}), "direct": None},
+        searchers={"kd": _optuna(ALPHA), "direct": None},
         budget={"kd": budget, "direct": 1},
         final_runs=_final_runs,
         metric="val_accuracy",
@@ -92,7 +105,7 @@ def test_the_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
         searcher.suggest(trial_id)
     searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})
     searcher.save_to_dir(str(tmp_path))  # as Tune saves it with the experiment
-    restored = SweepSearcher.saved(tmp_path)
+    restored = _restored(tmp_path)
     assert restored.suggest("t2")["method"] == "kd"  # the round-robin goes on where it was
     assert restored.suggest("f0") == {"method": "direct", "role": "final", "seed": 1, "run": "s1"}  # still queued
     assert restored.suggest("f1")["seed"] == 2
@@ -133,7 +146,7 @@ def test_a_choice_on_record_stands_when_a_resumed_search_ends_again(tmp_path: Pa
     searcher.on_trial_complete("t2", {"val_accuracy": 0.5})  # pruned
     assert searcher.chosen["kd"] == "0" and searcher.suggest("k0")["kd.alpha"] == first["kd.alpha"]
 
-    resumed = SweepSearcher.saved(tmp_path)
+    resumed = _restored(tmp_path)
     resumed.on_trial_complete("t0", {"val_accuracy": 0.9, "test_accuracy": 0.9})
     resumed.on_trial_complete("t2", {"val_accuracy": 0.95, "test_accuracy": 0.95})  # would win now
     assert resumed.chosen["kd"] == "0" and resumed.best["kd"] == {"kd.alpha": first["kd.alpha"]}
@@ -141,7 +154,7 @@ def test_a_choice_on_record_stands_when_a_resumed_search_ends_again(tmp_path: Pa
 
 
 def _trial(trial_id: str, method: str, role: str) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, config={"method": method, "role": role})
+    return SimpleNamespace(trial_id=trial_id, config=PlannedTrial(method, Role(role), trial_id).to_tune())
 
 
 @pytest.mark.parametrize("role", ["trial", "final"])
@@ -168,17 +181,17 @@ def test_a_trial_handed_out_after_the_last_save_is_handed_out_again_with_its_ide
     searcher.suggest("t0"), searcher.suggest("t1")
     searcher.save_to_dir(str(tmp_path))
     lost = searcher.suggest("t2")  # handed out, then the driver dies
-    again = SweepSearcher.saved(tmp_path).suggest("t2-new")
+    again = _restored(tmp_path).suggest("t2-new")
     assert again == lost and again["run"] == "1"
 
 
 def test_ended_search_trials_are_mirrored_once_into_a_sqlite_study_per_method(tmp_path: Path) -> None:
-    from harness.sweep.search import StudyMirror
+    from harness.sweep.studies import StudyMirror
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    mirror = StudyMirror(storage, {"kd": {"kd.alpha": {"float": [0.1, 0.9]}}}, "max")
+    mirror = StudyMirror(storage, {"kd": ALPHA}, "max")
     searcher = SweepSearcher(
-        searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}})},
+        searchers={"kd": _optuna(ALPHA)},
         budget={"kd": 3},
         final_runs=_final_runs,
         metric="val_accuracy",
@@ -203,7 +216,7 @@ def test_ended_search_trials_are_mirrored_once_into_a_sqlite_study_per_method(tm
 def test_the_schedulers_rungs_survive_a_resume() -> None:
     import pickle
 
-    from harness.sweep.search import SchedulerState
+    from harness.sweep.schedule import SchedulerState
 
     def scheduler() -> MethodScheduler:
         return MethodScheduler({"kd": ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=4)})
@@ -230,7 +243,7 @@ def test_a_method_waits_for_its_teacher_while_the_others_run(tmp_path: Path) -> 
 
     teacher = tmp_path / "key" / "teacher.pt"
     searcher = SweepSearcher(
-        searchers={"kd": _optuna({"kd.alpha": {"float": [0.1, 0.9]}}), "direct": None},
+        searchers={"kd": _optuna(ALPHA), "direct": None},
         budget={"kd": 1, "direct": 1},
         final_runs=_final_runs,
         metric="val_accuracy",

@@ -23,8 +23,7 @@ from pydantic import Field, model_validator
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import Tensor, nn
 
-from harness.config import ModelArgs
-from harness.models import ActivationFactory, SpikingNetwork
+from harness.models import ActivationFactory, ModelArgs, SpikingNetwork
 
 
 def _linear(c_in: int, c_out: int) -> SeqToANNContainer:

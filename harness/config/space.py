@@ -1,0 +1,188 @@
+"""The search-space file: its schema, its distributions, and `load_space`.
+
+A space file (docs/ARCHITECTURE.md, "The search-space file") names the sweep (`name`, the
+MLflow experiment), its `methods`, the `fixed` values every trial starts from, the `space:`
+searched (one `Distribution` per dotted key), how to search (`search`), the `eval` block and
+per-trial `resources`. `load_space` reads one with the strict loader (`harness.config.yaml`)
+and checks it whole before anything runs: its schema, then the trial its fixed values make and
+every value a searched dimension can take (`harness.config.resolve`), so a bad file is refused
+in one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.config.base import NonNegativeInt, PositiveFloat, PositiveInt, Section, TimeSteps, error_at, registered
+from harness.config.resolve import Origin, one_line, resolve
+from harness.config.sections import DEFAULT_METHOD
+from harness.config.yaml import DuplicateKeyError, read_yaml
+from harness.errors import HarnessInputError, PluginError
+from harness.methods.base import METHODS
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class Distribution(Section):
+    """One searched dimension: exactly one of `categorical`, `int` or `float`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
+    categorical: tuple[Any, ...] | None = None
+    int_range: tuple[int, int] | None = Field(None, alias="int")
+    float_range: tuple[float, float] | None = Field(None, alias="float")
+    log: bool = False
+    step: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        kinds = [k for k in ("categorical", "int_range", "float_range") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("expected exactly one of categorical: [...], int: [low, high], float: [low, high]")
+        if self.categorical is not None and not self.categorical:
+            raise ValueError("categorical needs at least one choice")
+        bounds = self.int_range or self.float_range
+        if bounds is not None:
+            if not bounds[0] < bounds[1]:
+                raise ValueError(f"expected low < high, got {list(bounds)}")
+            if self.log and bounds[0] <= 0:
+                raise ValueError("log: true needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("log and step cannot be combined")
+        return self
+
+    def values_to_check(self) -> tuple[Any, ...]:
+        """Values that must each form a valid config: every choice, or both bounds."""
+        return self.categorical or self.int_range or self.float_range or ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The YAML form (`{"int": [1, 8], "log": True}`), as the sweep's plan records it."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True) | (
+            {"log": True} if self.log else {}
+        )
+
+    def to_optuna(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution of this dimension: the one conversion, which the searcher
+        samples (`suggest`) and the studies it mirrors record."""
+        import optuna
+
+        if self.categorical is not None:
+            return optuna.distributions.CategoricalDistribution(list(self.categorical))
+        if self.int_range is not None:
+            low, high = self.int_range
+            return optuna.distributions.IntDistribution(low, high, log=self.log, step=int(self.step or 1))
+        assert self.float_range is not None
+        low, high = self.float_range
+        return optuna.distributions.FloatDistribution(low, high, log=self.log, step=self.step)
+
+
+class SchedulerConfig(Section):
+    """Early stopping of the search: ASHA on epochs, or none."""
+
+    name: Literal["asha", "none"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+class SearchConfig(Section):
+    """How the sweep searches: per-method budget, concurrency, objective, sampler, final stage."""
+
+    num_samples: PositiveInt = 8
+    max_concurrent: PositiveInt = 2
+    metric: Literal["val_accuracy", "train_loss"] = "val_accuracy"  # reported every epoch, for ASHA
+    mode: Literal["max", "min"] = "max"
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: NonNegativeInt = 0
+    scheduler: SchedulerConfig = SchedulerConfig()
+    final_repeats: NonNegativeInt = 3
+    # T values the final stage retrains methods that train at a T at, besides
+    # eval.reference_time_steps; None: every eval.time_steps value. Other T of the curve are
+    # then read off those runs.
+    final_time_steps: tuple[TimeSteps, ...] | None = None
+    # What a search trial measures after its last epoch. `full`: everything a final run does.
+    # `clean`: test accuracy at the reference T only (no noise, no other T), which the search
+    # needs no more of; noise, the time-step curve and efficiency come from the final runs.
+    trial_evaluation: Literal["full", "clean"] = "full"
+
+
+class ResourcesConfig(Section):
+    """Per-trial resources; fractional GPUs share a device (a scheduling promise only)."""
+
+    cpu: PositiveFloat = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+
+
+class SpaceFile(Section):
+    """A search-space file (docs/ARCHITECTURE.md, "The search-space file")."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    search: SearchConfig = SearchConfig()
+    eval: dict[str, Any] = Field(default_factory=dict)
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        if not methods:
+            raise ValueError("expected at least one method")
+        for index, name in enumerate(methods):
+            if name in methods[:index]:
+                raise error_at((index,), name, message=f"{name!r} is listed twice")
+            registered(METHODS, name)
+        return methods
+
+    @field_validator("fixed", "space")
+    @classmethod
+    def _no_method_key(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if "method" in values:  # each trial's method is one of `methods`, never a value to fix or search
+            raise error_at(("method",), values["method"], message="the methods to run are listed under `methods`")
+        return values
+
+
+def load_space(path: str | Path) -> SpaceFile:
+    """Reads and validates a search-space file.
+
+    The YAML is read with `StrictSafeLoader`: a key given twice in one mapping is an error.
+
+    Raises:
+        HarnessInputError: the file is unreadable, not YAML, repeats a key or breaks the schema;
+            the message names the file and the first offending field (or line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HarnessInputError(f"{path}: cannot read the space file ({exc.strerror})") from None
+    try:
+        raw = read_yaml(text)
+    except DuplicateKeyError as exc:
+        raise HarnessInputError(f"{path}: line {exc.line}: {exc.describe()}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise HarnessInputError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise HarnessInputError(f"{path}: expected a mapping with `name`, `methods`, `fixed`, ...")
+    try:
+        space = SpaceFile.model_validate(raw)
+    except ValidationError as exc:
+        raise HarnessInputError(one_line(str(path), exc)) from None
+    # The fixed values and eval block must form a valid trial on their own, and so must every
+    # value a searched dimension can take.
+    resolve(space, method=space.methods[0], source=str(path))
+    for key, dist in space.space.items():
+        for value in dist.values_to_check():
+            label = Origin(f"{path}: space.{key}: value {value!r} is invalid", nested=False)
+            try:
+                resolve(space, method=space.methods[0], overrides=[(key, value)], source=str(path), labels={key: label})
+            except PluginError as exc:  # the value names a plugin that cannot be used
+                raise PluginError(f"{label.label}: {exc}") from None
+    return space

@@ -1,0 +1,117 @@
+"""What a dataset is: a registered `DatasetEntry` that loads `RawArrays`, and its settings.
+
+Adding a dataset is one entry point in the group `snn_kd_harness.datasets` naming a
+`DatasetEntry` whose `load` returns `RawArrays` (uint8 images plus the divisor that maps them
+to `[0, 1]`); the built-ins (`harness.data.shipped`, `harness.data.torchvision_sets`) register
+the same way. `DATASETS` holds them by name.
+
+`DatasetConfig` is the trial's `dataset.*` section. It lives here, beside the registry whose
+names it checks, rather than with the core sections in `harness.config.sections`: the loader
+(`harness.data.splits`) validates its own arguments with it, and the core sections build on the
+data package, never the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from harness.config.base import Section, registered
+from harness.registry import GROUP_PREFIX, Registry
+
+
+@dataclass(frozen=True, eq=False)
+class RawArrays:
+    """What a dataset entry's `load` returns, before splitting.
+
+    Attributes:
+        x: uint8 images `[N, C, H, W]`: the pool to split (shipped sets) or the official
+            train set (torchvision sets).
+        y: int64 labels `[N]`.
+        test_x: uint8 official test images, or None when the test split is carved out
+            of `x`.
+        test_y: int64 official test labels, or None.
+        num_classes: Number of classes.
+        scale: Divisor that maps the uint8 values to `[0, 1]` (255 for 8-bit images).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
+    num_classes: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered dataset.
+
+    Attributes:
+        load: `load(root, download) -> RawArrays`; may raise HarnessInputError.
+        check: `check(root, download)`; cheap, reads no data, and raises
+            HarnessInputError with a one-line message when the files are missing (and
+            `download` is False) or a required root is None.
+        needs_root: Whether the dataset reads files under `dataset.root`.
+    """
+
+    load: Callable[[str | None, bool], RawArrays]
+    check: Callable[[str | None, bool], None]
+    needs_root: bool
+
+
+def check_dataset_entry(name: str, entry: Any) -> None:
+    """`DATASETS`' check: a `DatasetEntry`."""
+    if not isinstance(entry, DatasetEntry):
+        raise TypeError(f"expected a harness.data.DatasetEntry, got {entry!r}")
+
+
+DATASETS: Registry[DatasetEntry] = Registry(GROUP_PREFIX + "datasets", "dataset", check_dataset_entry)
+
+
+class DatasetConfig(Section):
+    """`dataset.*`: which data the trial uses; splits depend on `split_seed` only (`harness.data.splits`)."""
+
+    name: str = "mnist-5k"
+    root: str | None = None
+    download: bool = False
+    val_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.1
+    split_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        return registered(DATASETS, name)
+
+
+def list_datasets() -> list[str]:
+    """Returns the registered dataset names, sorted."""
+    return DATASETS.names()
+
+
+def normalise_root(entry: DatasetEntry, root: str | os.PathLike[str] | None) -> str | None:
+    """Returns an absolute root for entries that read files, None for the others."""
+    if not entry.needs_root or root is None:
+        return None
+    return os.path.abspath(os.path.expanduser(os.fspath(root)))
+
+
+def check_dataset(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> None:
+    """Checks, without loading anything, that a dataset can be loaded.
+
+    Args:
+        name: A registered dataset name.
+        root: Folder holding the dataset files (required by the torchvision sets).
+        download: Whether missing files may be downloaded.
+
+    Raises:
+        HarnessInputError: Unknown name, missing root, or missing files (with
+            `download` False).
+    """
+    entry = DATASETS.get(name)
+    entry.check(normalise_root(entry, root), bool(download))

@@ -1,0 +1,221 @@
+"""Train / validation / test tensors of a registered dataset, split by `split_seed` alone.
+
+Every dataset is loaded whole into tensors (no DataLoader, no workers): images are float32
+`[N, C, H, W]` in `[0, 1]`, labels int64 `[N]`.
+
+Splits:
+    The split depends only on `split_seed` (and `val_fraction`), never on a trial's seed, so
+    every trial and every method of a run evaluates on the same held-out test set.
+
+    * Sets without an official test split (`digits`, `mnist-5k`): a stratified 20% test split
+      (`train_test_split(..., test_size=0.2, stratify=y, random_state=split_seed)`), then
+      `val_fraction` of the remainder, again stratified with `random_state=split_seed`, as
+      validation; the rest is train. The test split does not depend on `val_fraction`.
+    * Sets with one (the torchvision sets): the official test set is the test split;
+      `val_fraction` of the official train set (stratified, `random_state=split_seed`) is
+      validation; the rest is train.
+
+    Within each split the samples keep the dataset's original order. `val_fraction` must lie
+    in (0, 0.5]. The per-channel `mean` / `std` (`harness.data.stats`) are those of the train
+    split, for input normalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import Tensor
+
+from harness.config.base import describe_error, fields_of
+from harness.data.cache import cached_raw, raw_digest, split_digest
+from harness.data.entry import DATASETS, DatasetConfig, RawArrays, normalise_root
+from harness.data.stats import channel_stats
+from harness.errors import HarnessInputError
+
+#: Fraction of the shipped (single-pool) datasets held out as the test split.
+SHIPPED_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True, eq=False)
+class DataSplits:
+    """Train / validation / test tensors of one dataset.
+
+    Compared by identity (`eq=False`): the fields are tensors.
+
+    Attributes:
+        name: The registry name of the dataset.
+        train_x: float32 images `[N, C, H, W]` in `[0, 1]`; likewise `val_x`, `test_x`.
+        train_y: int64 labels `[N]` in `[0, num_classes)`; likewise `val_y`, `test_y`.
+        num_classes: Number of classes.
+        mean: Per-channel mean of `train_x` (the direct encoding normalises with it).
+        std: Per-channel (population) standard deviation of `train_x`.
+        digests: Per split (`train`, `val`, `test`), a SHA-256 of the dataset's files as read
+            and of the split's sample indices: equal digests, the same images and labels.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        """Number of image channels C."""
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Image height H (images are square)."""
+        return int(self.train_x.shape[2])
+
+    def to(self, device: str | torch.device) -> DataSplits:
+        """Returns a copy with all tensors moved to `device`."""
+        moved = {
+            field: getattr(self, field).to(device)
+            for field in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+        }
+        return dataclasses.replace(self, **moved)
+
+
+def _stratified_split(
+    name: str, index: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits `index` into sorted (kept, held out) parts, stratified on `y`."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, held = train_test_split(index, test_size=fraction, stratify=y[index], random_state=seed, shuffle=True)
+    except ValueError as err:
+        message = " ".join(str(err).split())
+        raise HarnessInputError(
+            f"dataset {name!r}: cannot make a stratified split of {len(index)} samples "
+            f"with fraction {fraction}: {message}"
+        ) from err
+    return np.sort(kept), np.sort(held)
+
+
+def _images(x: np.ndarray, index: np.ndarray, scale: float) -> Tensor:
+    # Fancy indexing copies, so the read-only cache is never shared with the caller.
+    return torch.from_numpy(np.ascontiguousarray(x[index])).to(torch.float32).div_(scale)
+
+
+def _labels(y: np.ndarray, index: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(y[index], dtype=np.int64))
+
+
+def _images(x: np.ndarray, index: np.ndarray, scale: float) -> Tensor:
+    # Fancy indexing copies, so the read-only cache is never shared with the caller.
+    return torch.from_numpy(np.ascontiguousarray(x[index])).to(torch.float32).div_(scale)
+
+
+def _labels(y: np.ndarray, index: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(y[index], dtype=np.int64))
+
+
+def _validate_raw(name: str, raw: RawArrays) -> None:
+    for label, x, y in (("train", raw.x, raw.y), ("test", raw.test_x, raw.test_y)):
+        if x is None:
+            continue
+        if x.dtype != np.uint8 or x.ndim != 4 or y is None or len(y) != len(x):
+            raise HarnessInputError(
+                f"dataset {name!r}: unexpected {label} arrays "
+                f"(images {x.dtype} {tuple(x.shape)}, labels {None if y is None else len(y)})"
+            )
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= raw.num_classes):
+            raise HarnessInputError(
+                f"dataset {name!r}: {label} labels outside [0, {raw.num_classes}); the files may be corrupted"
+            )
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> DataSplits:
+    """Loads a registered dataset as train / validation / test tensors.
+
+    The split depends only on `split_seed` and `val_fraction` (see the module docstring).
+
+    Args:
+        name: A registered dataset name (see `list_datasets()`).
+        root: Folder holding the dataset files; required by the torchvision sets.
+        download: Whether the torchvision sets may download missing files.
+        val_fraction: Fraction of the training pool held out for validation, in (0, 0.5].
+        split_seed: Seed of the stratified splits.
+        device: Device of the returned tensors.
+
+    Returns:
+        The splits, with per-channel mean/std of the train split.
+
+    Raises:
+        HarnessInputError: Unknown name, bad `val_fraction` / `split_seed`, missing root or
+            files, or files torchvision cannot read.
+    """
+    try:
+        config = DatasetConfig(
+            name=name,
+            root=None if root is None else os.fspath(root),
+            download=download,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+        )
+    except ValidationError as exc:
+        key, message = describe_error(exc.errors()[0], fields_of(DatasetConfig))
+        raise HarnessInputError(f"dataset.{key}: {message}") from None
+    val_fraction, split_seed = config.val_fraction, config.split_seed
+    entry = DATASETS.get(name)
+    root_key = normalise_root(entry, root)
+    entry.check(root_key, bool(download))
+    if download:
+        try:
+            entry.check(root_key, False)
+        except HarnessInputError:
+            # Fetch the files once; the cached read below then finds them on disk.
+            entry.load(root_key, True)
+    raw = cached_raw(name, root_key)
+    _validate_raw(name, raw)
+
+    if raw.test_x is None:
+        pool = np.arange(len(raw.y))
+        pool, test_index = _stratified_split(name, pool, raw.y, SHIPPED_TEST_FRACTION, split_seed)
+        train_index, val_index = _stratified_split(name, pool, raw.y, val_fraction, split_seed)
+        test_x, test_y = _images(raw.x, test_index, raw.scale), _labels(raw.y, test_index)
+    else:
+        assert raw.test_y is not None
+        train_index, val_index = _stratified_split(name, np.arange(len(raw.y)), raw.y, val_fraction, split_seed)
+        test_index = np.arange(len(raw.test_y))
+        test_x, test_y = _images(raw.test_x, test_index, raw.scale), _labels(raw.test_y, test_index)
+    whole = raw_digest(name, root_key)
+    parts = {"train": train_index, "val": val_index, "test": test_index}
+
+    mean, std = channel_stats(raw.x, train_index, raw.scale)
+    splits = DataSplits(
+        name=name,
+        train_x=_images(raw.x, train_index, raw.scale),
+        train_y=_labels(raw.y, train_index),
+        val_x=_images(raw.x, val_index, raw.scale),
+        val_y=_labels(raw.y, val_index),
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=raw.num_classes,
+        mean=mean,
+        std=std,
+        digests={part: split_digest(whole, part, index) for part, index in parts.items()},
+    )
+    return splits if torch.device(device) == torch.device("cpu") else splits.to(device)
