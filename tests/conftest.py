@@ -172,6 +172,54 @@ def tiny_space(tmp_path: Path) -> Path:
     return path
 
 
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _mlflow_runs(tracking_uri: str, experiment: str | None = None, filter_string: str = "") -> list[Any]:
+    """Every run of `experiment` (None: of every experiment) in the store at `tracking_uri`
+    (`sqlite:///...` or a bare path), or [] when there is no such experiment or store yet (a
+    driver may still be creating it)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri if "://" in tracking_uri else f"sqlite:///{tracking_uri}"
+    client = MlflowClient(uri)
+    try:
+        if experiment is None:
+            ids = [e.experiment_id for e in client.search_experiments()]
+        else:
+            found = client.get_experiment_by_name(experiment)
+            ids = [] if found is None else [found.experiment_id]
+        return client.search_runs(ids, filter_string, max_results=50_000) if ids else []
+    except Exception:  # noqa: BLE001 - the store is being created by another process
+        return []
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """`free_port()`: a TCP port on 127.0.0.1 that nothing listens on right now."""
+    return _free_port
+
+
+@pytest.fixture
+def mlflow_runs() -> Callable[..., list[Any]]:
+    """`mlflow_runs(tracking_uri, experiment=None, filter_string="")`: the runs of an experiment
+    (or of every one), [] while the store or experiment does not exist yet."""
+    return _mlflow_runs
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher_cache: Path) -> Path:
+    """`tmp_path` as the working directory (where `./mlflow.db` and `./runs` go), with the
+    session's teacher cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_TEACHER_CACHE", str(teacher_cache))
+    return tmp_path
+
+
 def _run_harness(
     *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -239,9 +287,7 @@ def harness_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
     servers: list[subprocess.Popen] = []
 
     def start(tracking_uri: str) -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = _free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking_uri, "--port", str(port)],
             cwd=tmp_path,
