@@ -104,6 +104,38 @@ class NaNMethod(StudentMethod):
 '''
 
 
+LAX_METHOD = """
+from typing import Any
+
+from pydantic import ConfigDict
+
+from harness.config import Section
+from harness.methods.student import StudentMethod
+
+
+class LaxConfig(Section):
+    model_config = ConfigDict(allow_inf_nan=True)  # a plugin's own choice; inf still cannot get in
+
+    rate: float = 1.0
+    anything: Any = None
+    table: dict[str, Any] = {}
+
+
+class Lax(StudentMethod):
+    options = LaxConfig
+
+    def loss(self, images, labels):
+        raise NotImplementedError
+"""
+
+
+@pytest.fixture
+def lax_plugin(install_plugin) -> Callable[[], Path]:
+    """`lax_plugin()` installs a method `lax` whose own section lets inf/nan in by its own
+    config (`allow_inf_nan=True`) and has fields typed `Any` and `dict[str, Any]`."""
+    return lambda: install_plugin("lax", {"methods": {"lax": "lax_plugin:Lax"}}, {"lax_plugin.py": LAX_METHOD})
+
+
 @pytest.fixture
 def nan_method(install_plugin) -> str:
     """A method `nan_test`, from an installed test distribution, whose loss turns NaN on the third batch."""
