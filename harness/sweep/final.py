@@ -60,11 +60,17 @@ def describe_plan(plan: SweepPlan) -> str:
     lines = [f"sweep {plan.space.name!r} from {plan.source}"]
     for method_plan in plan.methods:
         dims = ", ".join(method_plan.dims) or "nothing (one trial of its fixed config)"
-        lines.append(f"  {method_plan.method}: {search_budget(method_plan, plan.space)} trials, searching {dims}")
+        lines.append(
+            f"  {method_plan.method}: {_count(search_budget(method_plan, plan.space), 'trial')}, searching {dims}"
+        )
     finals = sum(final_run_count(method_plan, plan.space) for method_plan in plan.methods)
     total = sum(search_budget(method_plan, plan.space) for method_plan in plan.methods) + finals
     lines.append(
-        f"  final stage: {search.final_repeats} seeds per method and T ({finals} runs, more if a search's best T "
-        f"is another); {total} trials in all"
+        f"  final stage: {_count(search.final_repeats, 'seed')} per method and T ({_count(finals, 'run')}, more if a "
+        f"search's best T is another); {_count(total, 'trial')} in all"
     )
     return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -262,7 +262,9 @@ def _sweep_runs(options: SweepOptions, sweep_id: str) -> list[Any]:
     runs = client.search_runs(
         [experiment.experiment_id], f"tags.`{Tag.TRIAL_ID}` LIKE '{prefix}/%'", max_results=50_000
     )
-    return [run for run in runs if run.data.tags.get(Tag.ROLE) in (Role.TRIAL, Role.FINAL)]
+    # LIKE reads `_` (a space name may hold one) as any character: keep this sweep's runs only.
+    ours = [run for run in runs if run.data.tags.get(Tag.TRIAL_ID, "").startswith(f"{sweep_id}/")]
+    return [run for run in ours if run.data.tags.get(Tag.ROLE) in (Role.TRIAL, Role.FINAL)]
 
 
 def end_orphans(options: SweepOptions, sweep_id: str) -> int:
