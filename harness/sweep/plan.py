@@ -43,7 +43,13 @@ class MethodPlan:
     capabilities: Capabilities
 
     def trial_config(self, values: Mapping[str, Any]) -> TrialConfig:
-        """The config of one trial: `config` with `values` (sampled dims; seed and T of a final run)."""
+        """The config of one trial: `config` with `values` (sampled dims; seed and T of a final run).
+
+        Raises:
+            ValidationError: a value the config refuses. The sweep's own values cannot: every
+                choice and both bounds of every searched dimension were checked when the space
+                loaded (`load_space`).
+        """
         return trial_config({**self.config.flat(), **values})
 
     def sampler_dims(self) -> dict[str, dict[str, Any]]:
