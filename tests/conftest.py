@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -312,30 +313,46 @@ def smoke_sweep(ray_2_cpus, tmp_path_factory):
     return plan, options, summary
 
 
+@dataclass(frozen=True)
+class ServedUI:
+    """A running `harness ui`: where it answers and what it printed before serving."""
+
+    port: int
+    stdout: str
+    stderr: str
+
+    @property
+    def base(self) -> str:
+        """`http://127.0.0.1:<port>`."""
+        return f"http://127.0.0.1:{self.port}"
+
+
 @pytest.fixture
-def harness_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """`harness_ui(tracking_uri)` starts `harness ui` on a free loopback port and returns its base
-    URL once MLflow's API answers; every server started is stopped after the test."""
+def harness_ui(tmp_path: Path) -> Iterator[Callable[[str], ServedUI]]:
+    """`harness_ui(tracking_uri)` starts `harness ui` on a free port as a user does and returns a
+    `ServedUI` once MLflow's API answers on 127.0.0.1; every server started is stopped after the test."""
     servers: list[subprocess.Popen] = []
 
-    def start(tracking_uri: str) -> str:
+    def start(tracking_uri: str) -> ServedUI:
         port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking_uri, "--port", str(port)],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        out, err = tmp_path / f"ui-{port}.out", tmp_path / f"ui-{port}.err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking_uri, "--port", str(port)],
+                cwd=tmp_path,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
         servers.append(server)
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=5", timeout=5):
-                    return base
+                url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=5"
+                with urllib.request.urlopen(url, timeout=5):
+                    return ServedUI(port, out.read_text(), err.read_text())
             except OSError:
-                assert server.poll() is None, "harness ui exited"
+                assert server.poll() is None, f"harness ui exited: {err.read_text()[-2000:]}"
                 assert time.monotonic() < deadline, "harness ui did not answer in time"
                 time.sleep(1)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,26 +17,14 @@ from mlflow.tracking import MlflowClient
 from harness.cli import main
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher_cache: Path) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HARNESS_TEACHER_CACHE", str(teacher_cache))
-    return tmp_path
-
-
-def _runs(db: Path):
-    client = MlflowClient(f"sqlite:///{db}")
-    experiments = client.search_experiments()
-    return client, client.search_runs([e.experiment_id for e in experiments])
-
-
-def test_train_logs_exactly_one_complete_run(workdir: Path, tiny_space: Path, capsys) -> None:
+def test_train_logs_exactly_one_complete_run(workdir: Path, tiny_space: Path, capsys, mlflow_runs) -> None:
     code = main(["train", "--space", str(tiny_space), "--method", "kd", "--set", "train.epochs=2", "--set", "seed=1"])
     assert code == 0
     out = capsys.readouterr().out
     assert "test_accuracy" in out and "teacher_test_accuracy" in out
 
-    client, runs = _runs(workdir / "mlflow.db")  # the default store, in the working directory
+    runs = mlflow_runs(str(workdir / "mlflow.db"))  # the default store, in the working directory
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -205,11 +197,13 @@ def test_keys_lists_every_key_with_type_default_and_owner_without_ray(tmp_path: 
     assert len(owners) == 1  # aligned columns
 
 
-def test_nan_trial_is_marked_failed_with_its_reason(workdir: Path, tiny_space: Path, nan_method: str, capsys) -> None:
+def test_nan_trial_is_marked_failed_with_its_reason(
+    workdir: Path, tiny_space: Path, nan_method: str, capsys, mlflow_runs
+) -> None:
     code = main(["train", "--space", str(tiny_space), "--method", nan_method, "--tracking-uri", "runs.db"])
     assert code == 1
     assert "loss became NaN" in capsys.readouterr().err
-    _, runs = _runs(workdir / "runs.db")
+    runs = mlflow_runs(str(workdir / "runs.db"))
     assert len(runs) == 1
     assert runs[0].info.status == "FAILED"
     assert "loss became NaN" in runs[0].data.tags["harness.failure_reason"]
@@ -240,18 +234,23 @@ def test_default_space_on_digits_end_to_end(train_default_space_on_digits) -> No
     assert metrics["test_accuracy"] > 0.3
 
 
-def test_ui_serves_the_store_on_loopback(workdir: Path, harness_ui) -> None:
-    """`harness ui` answers on 127.0.0.1 with the experiment the store holds."""
-    import json
-    import urllib.request
-
+def test_ui_serves_the_store_on_loopback_only_and_prints_its_links(workdir: Path, harness_ui) -> None:
+    """`harness ui` answers on 127.0.0.1 (not on another address) with the experiment the store
+    holds, and printed where it serves and the link to that experiment's runs."""
     from harness.tracking import TrackedRun
 
-    TrackedRun(str(workdir / "mlflow.db"), "tiny", "probe", {"harness.role": "trial"}).finish()
-    base = harness_ui(str(workdir / "mlflow.db"))
-    assert base.startswith("http://127.0.0.1:")
+    store = workdir / "mlflow.db"
+    TrackedRun(str(store), "tiny", "probe", {"harness.role": "trial"}).finish()
+    served = harness_ui(str(store))
+    port, out, err, base = served.port, served.stdout, served.stderr, served.base
     with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=10", timeout=5) as response:
-        assert "tiny" in [e["name"] for e in json.load(response)["experiments"]]
+        experiments = {e["name"]: e["experiment_id"] for e in json.load(response)["experiments"]}
+    assert "tiny" in experiments
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.2", port), timeout=5):
+        pass  # bound to 127.0.0.1 itself, not to every address of the machine
+    assert f"MLflow UI for sqlite:///{store} at {base}" in err
+    runs_link = f"{base}/#/experiments/{experiments['tiny']}/runs?workflowType=machine_learning"
+    assert f"experiment 'tiny': no final runs yet; its runs: {runs_link}" in out.splitlines()
 
 
 def test_ui_without_a_store_is_bad_input(workdir: Path, capsys) -> None:
@@ -260,12 +259,9 @@ def test_ui_without_a_store_is_bad_input(workdir: Path, capsys) -> None:
 
 
 def test_train_honours_mlflow_tracking_uri_and_records_how_to_reproduce_the_run(
-    tmp_path: Path, tiny_space: Path, run_harness
+    tmp_path: Path, tiny_space: Path, run_harness, mlflow_runs
 ) -> None:
-    import os
     from importlib.metadata import version
-
-    from mlflow.tracking import MlflowClient
 
     store = tmp_path / "elsewhere" / "store.db"
     store.parent.mkdir()
@@ -274,8 +270,7 @@ def test_train_honours_mlflow_tracking_uri_and_records_how_to_reproduce_the_run(
     result = run_harness(*args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert store.exists() and not (tmp_path / "mlflow.db").exists()  # the variable, not ./mlflow.db
-    client = MlflowClient(f"sqlite:///{store}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = mlflow_runs(f"sqlite:///{store}")
     tags = run.data.tags
     assert all(tags[f"harness.lib.{name}"] == version(name) for name in ("torch", "spikingjelly", "ray", "optuna"))
     assert tags["harness.version"].startswith(version("snn-kd-harness")) and tags["harness.device"]

@@ -47,25 +47,41 @@ def test_a_fixed_teacher_seed_shares_one_teacher_across_trial_seeds(make_config,
 
 
 def test_the_teachers_noise_accuracy_is_computed_once_per_noise_and_cached(make_config, tmp_path: Path) -> None:
+    """`teacher_noise/<type>/<level>` is the teacher's accuracy (T = 1) on the corrupted test set;
+    it is kept in noise_accuracy.json and read back from there, only new levels are computed."""
     import json
 
+    from harness.noise import apply_noise
     from harness.teacher import NOISE_FILE, teacher_noise_accuracies
-    from harness.training import noise_accuracies
+    from harness.training import accuracy
 
-    config = make_config("kd", **{"teacher.epochs": 1, "eval.noise": {"gaussian": [0.1]}})
+    config = make_config("kd", **{"teacher.epochs": 1, "eval.noise": {"gaussian": [0.1, 1.0]}})
     ctx = _context(config, tmp_path)
     record = load_or_train_teacher(ctx)
     first = teacher_noise_accuracies(record, ctx)
     data = ctx.data
-    direct = noise_accuracies(
-        record.model, data.test_x, data.test_y, {"gaussian": [0.1]}, prefix="teacher_noise/",
-        time_steps=1, batch_size=config.train.eval_batch_size,
-    )  # fmt: skip
-    assert first == direct
+
+    def independent(kind: str, level: float) -> float:
+        corrupted = apply_noise(data.test_x, kind, level)
+        return accuracy(record.model, corrupted, data.test_y, time_steps=1, batch_size=config.train.eval_batch_size)
+
+    assert first == {
+        "teacher_noise/gaussian/0.1": independent("gaussian", 0.1),
+        "teacher_noise/gaussian/1": independent("gaussian", 1.0),
+    }
+    clean = accuracy(record.model, data.test_x, data.test_y, time_steps=1, batch_size=config.train.eval_batch_size)
+    assert first["teacher_noise/gaussian/1"] < clean  # measured on corrupted images, not the clean ones
     cache = record.path.parent / NOISE_FILE
+    assert json.loads(cache.read_text()) == {"gaussian/0.1": first["teacher_noise/gaussian/0.1"],
+                                             "gaussian/1": first["teacher_noise/gaussian/1"]}  # fmt: skip
     cache.write_text(json.dumps({"gaussian/0.1": 0.123}))  # a marker: the next call must read it, not recompute
     more = make_config("kd", **{"teacher.epochs": 1, "eval.noise": {"gaussian": [0.1], "salt_pepper": [0.05]}})
     second = teacher_noise_accuracies(record, _context(more, tmp_path))
-    assert second["teacher_noise/gaussian/0.1"] == 0.123
-    assert 0.0 < second["teacher_noise/salt_pepper/0.05"] <= 1.0  # the new level is computed and added
-    assert set(json.loads(cache.read_text())) == {"gaussian/0.1", "salt_pepper/0.05"}
+    assert second == {
+        "teacher_noise/gaussian/0.1": 0.123,  # from the file
+        "teacher_noise/salt_pepper/0.05": independent("salt_pepper", 0.05),  # the new level, computed
+    }
+    assert json.loads(cache.read_text()) == {
+        "gaussian/0.1": 0.123,
+        "salt_pepper/0.05": independent("salt_pepper", 0.05),
+    }

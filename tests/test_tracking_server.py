@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (in the [dev] extra)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def auth_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def auth_server(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[tuple[str, str]]:
     """`mlflow server --app-name basic-auth` on 127.0.0.1; yields (URI, admin password)."""
     password = secrets.token_hex(8)
-    port = _free_port()
+    port = free_port()
     secret = secrets.token_hex(16)
     env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
     mlflow = Path(sys.executable).with_name("mlflow")
@@ -57,7 +49,7 @@ def auth_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_train_logs_to_an_authenticated_server_and_refuses_without_credentials(
-    auth_server, tiny_space: Path, tmp_path: Path
+    auth_server, tiny_space: Path, tmp_path: Path, mlflow_runs
 ) -> None:
     uri, password = auth_server
     command = [sys.executable, "-m", "harness.cli", "train", "--space", str(tiny_space), "--tracking-uri", uri]
@@ -79,8 +71,7 @@ def test_train_logs_to_an_authenticated_server_and_refuses_without_credentials(
 
     os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password)
     try:
-        client = MlflowClient(uri)
-        (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        (run,) = mlflow_runs(uri, "tiny")
     finally:
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(key, None)

@@ -50,6 +50,37 @@ def test_trial_learns_and_reports_every_metric(method: str, make_config, teacher
     assert metrics["energy_uj"] > 0 and metrics["synops"] > 0
 
 
+STRONG_NOISE = {"gaussian": [0.1, 1.0], "salt_pepper": [0.05, 0.5]}
+
+
+def test_each_noise_metric_is_the_accuracy_on_the_corrupted_test_set(make_config, teacher_cache: Path) -> None:
+    """`noise/<type>/<level>` is the network's accuracy on `apply_noise(test_x, type, level)` at
+    the method's T; a strong corruption scores below the clean test set."""
+    from harness.methods import TrialContext, create_method
+    from harness.noise import apply_noise
+    from harness.training import accuracy
+    from harness.trial import eval_batch, final_evaluation, load_trial_data
+
+    config = make_config("direct", **{"train.epochs": 3, "eval.noise": STRONG_NOISE})
+    torch.manual_seed(0)
+    data = load_trial_data(config, torch.device("cpu"))
+    method = create_method("direct", TrialContext(config, data, torch.device("cpu"), teacher_cache, lambda _: None))
+    for epoch in range(1, config.train.epochs + 1):
+        method.train_one_epoch(epoch)
+    metrics = final_evaluation(method, data, config)
+    assert metrics["test_accuracy"] > 3 * CHANCE  # trained: a corruption has something to destroy
+    t = method.eval_time_steps
+    for kind, levels in STRONG_NOISE.items():
+        for level in levels:
+            corrupted = apply_noise(data.test_x, kind, level)
+            expected = accuracy(
+                method.network(), corrupted, data.test_y, time_steps=t, batch_size=eval_batch(config, t)
+            )
+            assert metrics[f"noise/{kind}/{level:g}"] == expected, (kind, level)
+    assert metrics["noise/gaussian/1"] < metrics["test_accuracy"]
+    assert metrics["noise/salt_pepper/0.5"] < metrics["test_accuracy"]
+
+
 def test_resume_from_a_checkpoint_gives_the_same_result(make_config, teacher_cache: Path) -> None:
     """Stop after epoch 1, restart from its state: the same weights and metrics as one run."""
     config = make_config("kd", **{"train.epochs": 2})

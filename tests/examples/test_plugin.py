@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from harness.contract import Capabilities, Role, Tag
 
@@ -48,13 +47,11 @@ def test_harness_plugins_lists_the_four_pieces_with_their_distribution(
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_plugin_smoke_sweep_runs_on_local_ray_with_one_run_per_trial(
-    plugin_site: Path, run_harness, plugin_env, tmp_path: Path
+    plugin_site: Path, run_harness, plugin_env, tmp_path: Path, mlflow_runs
 ) -> None:
     result = run_harness("sweep", "--space", str(PLUGIN / "smoke.yaml"), cwd=tmp_path, env=plugin_env(plugin_site))
     assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("plugin-smoke")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = mlflow_runs(str(tmp_path / "mlflow.db"), "plugin-smoke")
     trial_ids = [run.data.tags[Tag.TRIAL_ID] for run in runs]
     assert len(trial_ids) == len(set(trial_ids))  # exactly one run per trial
     by = {(run.data.tags.get(Tag.METHOD), run.data.tags[Tag.ROLE]): [] for run in runs}

@@ -10,12 +10,6 @@ from harness.cli import main
 from harness.tracking import TrackedRun
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_report_goes_to_runs_experiment_report_by_default(written_store: str, workdir: Path, capsys) -> None:
     assert main(["report", "--experiment", "complete", "--tracking-uri", written_store]) == 0
     report = workdir / "runs" / "complete" / "report" / "report.md"

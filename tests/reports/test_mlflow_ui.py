@@ -7,13 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -153,36 +146,11 @@ def test_without_a_view_the_link_still_filters_the_final_runs() -> None:
 
 
 @pytest.fixture
-def printed_ui(smoke_sweep, tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+def printed_ui(smoke_sweep, harness_ui) -> tuple[str, list[str]]:
     """`harness ui` on the smoke store as a user starts it: (its base URL, what it printed)."""
     _, options, _ = smoke_sweep
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    out = tmp_path / "ui.out"
-    with out.open("w") as handle:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", options.tracking_uri, "--port", str(port)],
-            cwd=tmp_path,
-            stdout=handle,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=5", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, "harness ui exited"
-                assert time.monotonic() < deadline, "harness ui did not answer in time"
-                time.sleep(1)
-        yield base, out.read_text().splitlines()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    served = harness_ui(options.tracking_uri)
+    return served.base, served.stdout.splitlines()
 
 
 def _link(lines: list[str], label: str) -> str:
@@ -195,7 +163,7 @@ def _link(lines: list[str], label: str) -> str:
 @pytest.mark.timeout(1200)
 @in_a_browser
 def test_the_printed_link_opens_the_final_runs_with_accuracy_and_searched_params(
-    smoke_sweep, printed_ui, tmp_path: Path
+    smoke_sweep, printed_ui, tmp_path: Path, mlflow_runs
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -203,8 +171,8 @@ def test_the_printed_link_opens_the_final_runs_with_accuracy_and_searched_params
     base, lines = printed_ui
     client = MlflowClient(options.tracking_uri)
     experiment = client.get_experiment_by_name(options.experiment)
-    finals = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'final'", max_results=1000)
-    trials = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'trial'", max_results=1000)
+    finals = mlflow_runs(options.tracking_uri, options.experiment, "tags.`harness.role` = 'final'")
+    trials = mlflow_runs(options.tracking_uri, options.experiment, "tags.`harness.role` = 'trial'")
     searched = {dim for run in trials for dim in run.data.tags[Tag.SEARCHED].split(",")}
     assert searched == {"student.width", "snn.time_steps", "kd.alpha", "conversion.levels"}
     columns = ["metrics.`test_accuracy`", *(f"params.`{dim}`" for dim in sorted(searched))]

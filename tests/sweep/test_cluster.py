@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,6 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _runs(tracking_uri: str, experiment: str) -> list:
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
 
 
 def _ray_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -49,7 +36,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def two_node_cluster(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[tuple[str, dict[str, str]]]:
     """A head and a second raylet on this machine, 1 CPU each, with Ray's token authentication.
 
     Yields the GCS address and the environment a client needs (the token file).
@@ -57,12 +44,12 @@ def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     token = tmp_path / "ray_token"
     token.write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--num-cpus=1", f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+    common = ["--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
     head_log, worker_log = tmp_path / "head.log", tmp_path / "worker.log"
     head = _ray_start(
-        ["--head", f"--port={port}", "--include-dashboard=false", f"--ray-client-server-port={_free_port()}", *common],
+        ["--head", f"--port={port}", "--include-dashboard=false", f"--ray-client-server-port={free_port()}", *common],
         env,
         head_log,
     )
@@ -84,7 +71,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_smoke_sweep_on_a_two_node_cluster_uses_both_nodes(two_node_cluster, tmp_path: Path) -> None:
+def test_smoke_sweep_on_a_two_node_cluster_uses_both_nodes(two_node_cluster, tmp_path: Path, mlflow_runs) -> None:
     address, env = two_node_cluster
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "harness.cli", "sweep", "--space", str(SMOKE), "--address", address]
@@ -93,7 +80,7 @@ def test_smoke_sweep_on_a_two_node_cluster_uses_both_nodes(two_node_cluster, tmp
     assert result.returncode == 0, result.stderr[-3000:]
 
     space = yaml.safe_load(SMOKE.read_text())
-    runs = _runs(tracking_uri, space["name"])
+    runs = mlflow_runs(tracking_uri, space["name"])
     trial_ids = [r.data.tags["harness.trial_id"] for r in runs]
     assert len(trial_ids) == len(set(trial_ids)), "a trial was logged twice"
     trials = [r for r in runs if r.data.tags["harness.role"] in ("trial", "final")]
@@ -130,7 +117,7 @@ def _trial_workers(driver: subprocess.Popen) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path, mlflow_runs) -> None:
     from ray.tune import ExperimentAnalysis
 
     space = yaml.safe_load(SMOKE.read_text())
@@ -173,7 +160,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path) ->
     assert last["training_iteration"] < epochs, "the retry started from scratch, not from the checkpoint"
     assert sorted(p.name for p in checkpoints.iterdir()) == [f"epoch-{epochs}.pt"]  # done: the last one kept
 
-    (run,) = [r for r in _runs(tracking_uri, "killed") if r.data.tags["harness.role"] == "trial"]
+    (run,) = [r for r in mlflow_runs(tracking_uri, "killed") if r.data.tags["harness.role"] == "trial"]
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     steps = [m.step for m in MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "val_accuracy")]
     assert sorted(steps) == list(range(1, epochs + 1)), "an epoch was logged twice or lost"

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -36,35 +37,30 @@ def _space(tmp_path: Path) -> Path:
     return path
 
 
-def _runs(tmp_path: Path) -> list:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        experiment = client.get_experiment_by_name("smoke-digits")
-        return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
-    except Exception:  # the store is being created by the driver
-        return []
+Runs = Callable[[], list[Any]]
+"""The sweep's runs so far; [] while the driver is still creating the store (conftest's `mlflow_runs`)."""
+KillPoint = Callable[[Path, set[str], Runs], bool]
 
 
-def _in_teacher_stage(tmp_path: Path, before: set[str]) -> bool:
+def _in_teacher_stage(tmp_path: Path, before: set[str], runs: Runs) -> bool:
     cache = tmp_path / "runs" / "teacher_cache"
     return any(cache.glob("*/.lock")) and not any(cache.glob("*/teacher.pt"))
 
 
-def _in_search(tmp_path: Path, before: set[str]) -> bool:
+def _in_search(tmp_path: Path, before: set[str], runs: Runs) -> bool:
     """A search trial finished since this driver started, and no final run exists yet."""
-    runs = _runs(tmp_path)
-    roles = [(r.data.tags.get(Tag.ROLE), r.info.status, r.info.run_id) for r in runs]
+    roles = [(r.data.tags.get(Tag.ROLE), r.info.status, r.info.run_id) for r in runs()]
     return any(role == Role.TRIAL and status == "FINISHED" and run not in before for role, status, run in roles) and (
         not any(role == Role.FINAL for role, _, _ in roles)
     )
 
 
-def _in_final_stage(tmp_path: Path, before: set[str]) -> bool:
-    return any(r.data.tags.get(Tag.ROLE) == Role.FINAL and r.info.status == "RUNNING" for r in _runs(tmp_path))
+def _in_final_stage(tmp_path: Path, before: set[str], runs: Runs) -> bool:
+    return any(r.data.tags.get(Tag.ROLE) == Role.FINAL and r.info.status == "RUNNING" for r in runs())
 
 
-def _kill_driver_when(point: Callable[[Path, set[str]], bool], space: Path, tmp_path: Path, resume: bool) -> None:
-    before = {run.info.run_id for run in _runs(tmp_path) if run.info.status == "FINISHED"}
+def _kill_driver_when(point: KillPoint, space: Path, tmp_path: Path, resume: bool, runs: Runs) -> None:
+    before = {run.info.run_id for run in runs() if run.info.status == "FINISHED"}
     log = (tmp_path / "driver.log").open("a")
     driver = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "sweep", "--space", str(space), *(["--resume"] if resume else [])],
@@ -74,7 +70,7 @@ def _kill_driver_when(point: Callable[[Path, set[str]], bool], space: Path, tmp_
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
-    while not point(tmp_path, before):
+    while not point(tmp_path, before, runs):
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "the kill point was not reached in time"
         time.sleep(0.2)
@@ -103,8 +99,7 @@ EXPECTED_RUNS = {
 SEARCHED = {"kd": ("student.width", "kd.alpha"), "direct": ("student.width",)}
 
 
-def _audit(tmp_path: Path) -> None:
-    runs = _runs(tmp_path)
+def _audit(tmp_path: Path, runs: list[Any]) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     keys = Counter(run.data.tags[Tag.TRIAL_ID] for run in runs)
     assert max(keys.values()) == 1, keys  # exactly one run per planned trial
@@ -132,11 +127,15 @@ def _audit(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_driver_killed_in_each_stage_resumes_to_a_whole_record(tmp_path: Path, run_harness) -> None:
+def test_a_driver_killed_in_each_stage_resumes_to_a_whole_record(tmp_path: Path, run_harness, mlflow_runs) -> None:
     space = _space(tmp_path)
+
+    def runs() -> list[Any]:
+        return mlflow_runs(str(tmp_path / "mlflow.db"), "smoke-digits")
+
     for resume, point in enumerate((_in_teacher_stage, _in_search, _in_final_stage)):
-        _kill_driver_when(point, space, tmp_path, resume=bool(resume))
+        _kill_driver_when(point, space, tmp_path, resume=bool(resume), runs=runs)
     result = run_harness("sweep", "--space", str(space), "--resume", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    _audit(tmp_path)
+    _audit(tmp_path, runs())
     assert (tmp_path / "runs" / "smoke-digits" / "report" / "report.md").exists()

@@ -111,17 +111,12 @@ def test_each_method_samples_only_its_dims() -> None:
     assert final_time_steps(by_method["conversion"], plan.space) == (2,)
 
 
-def _runs(options: SweepOptions):
-    client = MlflowClient(options.tracking_uri)
-    experiment = client.get_experiment_by_name(options.experiment)
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
+def test_smoke_sweep_logs_each_trial_once(smoke_sweep, mlflow_runs) -> None:
     plan, options, summary = smoke_sweep
-    client, runs = _runs(options)
+    client = MlflowClient(options.tracking_uri)
+    runs = mlflow_runs(options.tracking_uri, options.experiment)
     roles = [r.data.tags["harness.role"] for r in runs]
     assert roles.count("sweep") == 1
     parent = next(r for r in runs if r.data.tags["harness.role"] == "sweep")
@@ -158,18 +153,19 @@ def test_smoke_sweep_logs_each_trial_once(smoke_sweep) -> None:
 
 
 @pytest.mark.slow
-def test_resume_runs_nothing_twice(smoke_sweep) -> None:
+def test_resume_runs_nothing_twice(smoke_sweep, mlflow_runs) -> None:
     plan, options, _ = smoke_sweep
-    _, before = _runs(options)
+    before = mlflow_runs(options.tracking_uri, options.experiment)
+    assert before  # the session's sweep, to resume
     run_sweep(plan, SweepOptions(**{**options.__dict__, "resume": True}), log=lambda _: None)
-    _, after = _runs(options)
+    after = mlflow_runs(options.tracking_uri, options.experiment)
     assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
     ends = {r.info.run_id: r.info.end_time for r in before if r.data.tags["harness.role"] != "sweep"}
     assert all(r.info.end_time == ends[r.info.run_id] for r in after if r.info.run_id in ends)
 
 
 @pytest.mark.slow
-def test_a_nan_trial_fails_with_its_reason_and_the_others_finish(ray_2_cpus, tmp_path: Path) -> None:
+def test_a_nan_trial_fails_with_its_reason_and_the_others_finish(ray_2_cpus, tmp_path: Path, mlflow_runs) -> None:
     space = yaml.safe_load(SMOKE.read_text())
     space["methods"] = ["direct"]
     space["fixed"].update({"train.optimizer": "sgd", "train.epochs": 1})
@@ -182,7 +178,7 @@ def test_a_nan_trial_fails_with_its_reason_and_the_others_finish(ray_2_cpus, tmp
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="nan", storage=tmp_path / "runs"
     )
     run_sweep(plan_sweep(path), options, log=lambda _: None)
-    _, runs = _runs(options)
+    runs = mlflow_runs(options.tracking_uri, options.experiment)
     trials = [r for r in runs if r.data.tags["harness.role"] == "trial"]
     failed = [r for r in trials if r.info.status == "FAILED"]
     finished = [r for r in trials if r.info.status == "FINISHED"]
@@ -194,7 +190,7 @@ def test_a_nan_trial_fails_with_its_reason_and_the_others_finish(ray_2_cpus, tmp
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harness) -> None:
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harness, mlflow_runs) -> None:
     """Ctrl-C after the first finished trial, then --resume: every trial ends once, none reruns."""
     import os
     import signal
@@ -221,10 +217,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
     )
 
     def finished_trials() -> list:
-        try:
-            _, runs = _runs(options)
-        except Exception:  # the store or experiment does not exist yet
-            return []
+        runs = mlflow_runs(options.tracking_uri, options.experiment)  # [] while the driver creates the store
         return [r for r in runs if r.data.tags.get("harness.role") == "trial" and r.info.status == "FINISHED"]
 
     deadline = time.monotonic() + 400
@@ -244,7 +237,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
 
     result = run_harness("sweep", "--space", str(path), "--resume", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    _, runs = _runs(options)
+    runs = mlflow_runs(options.tracking_uri, options.experiment)
     trial_ids = [r.data.tags["harness.trial_id"] for r in runs]
     assert len(trial_ids) == len(set(trial_ids))
     trials = [r for r in runs if r.data.tags["harness.role"] == "trial"]
@@ -301,9 +294,10 @@ def test_resuming_with_another_plan_is_refused_before_anything_runs(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_every_sweep_run_records_how_to_reproduce_it(smoke_sweep) -> None:
+def test_every_sweep_run_records_how_to_reproduce_it(smoke_sweep, mlflow_runs) -> None:
     _, options, _ = smoke_sweep
-    client, runs = _runs(options)
+    client = MlflowClient(options.tracking_uri)
+    runs = mlflow_runs(options.tracking_uri, options.experiment)
     (parent,) = [r for r in runs if r.data.tags["harness.role"] == "sweep"]
     assert {"space.name", "space.methods", "search.num_samples", "search.seed", "resources.cpu"} <= set(
         parent.data.params
