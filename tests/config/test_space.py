@@ -111,3 +111,12 @@ def test_a_plugin_key_in_a_space_file_cannot_be_non_finite(lax_plugin, tmp_path:
         with pytest.raises(HarnessInputError, match=expected) as info:
             load_space(path)
         assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_the_architecture_documents_example_space_file_loads(tmp_path: Path) -> None:
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    example = text.split("## The search-space file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    space = load_space(path)
+    assert space.methods == ("kd", "direct", "conversion") and set(space.space) == {"train.lr", "kd.temperature"}

@@ -57,3 +57,24 @@ def test_a_cluster_that_may_grow_is_waited_for_with_a_word() -> None:
     check_resources(ResourcesConfig(cpu=8), growing=True, log=said.append, shape=TWO_CPUS)
     assert said == ["waiting for the cluster to grow: a trial needs 8 CPU and 0 GPU on one node; it has "
                     "1 node(s), 2 CPU and 0 GPU in all; the largest has 2 CPU, 0 GPU"]  # fmt: skip
+
+
+def test_a_sweep_waiting_for_resources_says_so_once_a_minute(monkeypatch, capsys) -> None:
+    from types import SimpleNamespace
+
+    from harness.sweep import resources as run
+
+    clock = [100.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(run, "cluster_shape", lambda: ([{"CPU": 2.0}], {"CPU": 2.0}))
+    notice = run.WaitNotice(ResourcesConfig(cpu=1, gpu=1))
+    pending = [SimpleNamespace(status="PENDING"), SimpleNamespace(status="PENDING")]
+    for seconds in (0, 30, 61, 90, 125):
+        clock[0] = 100.0 + seconds
+        notice.on_step_begin(0, pending)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2  # at 61 s and at 125 s
+    assert "waiting for resources for 61 s: 2 trial(s) need 1 CPU and 1 GPU" in lines[0]
+    assert "1 node(s), 2 CPU and 0 GPU in all" in lines[0]
+    notice.on_step_begin(0, [SimpleNamespace(status="RUNNING")])  # something runs: the wait is over
+    assert notice.since is None

@@ -200,8 +200,9 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
 
     space = yaml.safe_load(SMOKE.read_text())
     space["methods"] = ["direct"]
+    space["fixed"]["train.epochs"] = 2
     space["space"] = {"student.width": {"categorical": [4, 8]}}  # T fixed: two final runs (T = 1, 2)
-    space["search"].update({"num_samples": 4, "final_repeats": 1})
+    space["search"].update({"num_samples": 3, "final_repeats": 1})
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(space))
     options = SweepOptions(
@@ -242,7 +243,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
     assert len(trial_ids) == len(set(trial_ids))
     trials = [r for r in runs if r.data.tags["harness.role"] == "trial"]
     finals = [r for r in runs if r.data.tags["harness.role"] == "final"]
-    assert len(trials) == 4 and len(finals) == 2
+    assert len(trials) == 3 and len(finals) == 2
     assert all(r.info.status == "FINISHED" for r in trials + finals)
     assert {r.info.run_id: r.info.end_time for r in runs if r.info.run_id in before} == before  # not rerun
 
@@ -321,12 +322,14 @@ def test_every_sweep_run_records_how_to_reproduce_it(smoke_sweep, mlflow_runs) -
     assert len(digests) == 1 and len(next(iter(digests))) == 3  # every run provably on the same three splits
 
 
-@pytest.mark.parametrize(
-    ("resources", "named"), [({"cpu": 8, "gpu": 0}, "resources.cpu"), ({"cpu": 1, "gpu": 1}, "resources.gpu")]
-)
-def test_a_trial_that_fits_no_node_exits_2_naming_the_resource(tmp_path: Path, run_harness, resources, named) -> None:
+def test_a_trial_that_fits_no_node_exits_2_naming_the_resource(tmp_path: Path, run_harness) -> None:
+    """End to end, once: the real local Ray instance refuses a GPU trial on this CPU machine with
+    exit 2 and writes nothing (`tests/sweep/test_resources.py` checks every case as a unit)."""
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    named = "resources.gpu"
     space = yaml.safe_load(SMOKE.read_text())
-    space["resources"] = resources
+    space["resources"] = {"cpu": 1, "gpu": 1}
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(space))
     result = run_harness("sweep", "--space", str(path), cwd=tmp_path, timeout=300)
@@ -334,25 +337,3 @@ def test_a_trial_that_fits_no_node_exits_2_naming_the_resource(tmp_path: Path, r
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("harness: error:")]
     assert named in line and "CPU" in line and "GPU in all" in line and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]  # nothing written: no store, no runs/
-
-
-def test_a_sweep_waiting_for_resources_says_so_once_a_minute(monkeypatch, capsys) -> None:
-    from types import SimpleNamespace
-
-    from harness.config.space import ResourcesConfig
-    from harness.sweep import resources as run
-
-    clock = [100.0]
-    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(run, "cluster_shape", lambda: ([{"CPU": 2.0}], {"CPU": 2.0}))
-    notice = run.WaitNotice(ResourcesConfig(cpu=1, gpu=1))
-    pending = [SimpleNamespace(status="PENDING"), SimpleNamespace(status="PENDING")]
-    for seconds in (0, 30, 61, 90, 125):
-        clock[0] = 100.0 + seconds
-        notice.on_step_begin(0, pending)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2  # at 61 s and at 125 s
-    assert "waiting for resources for 61 s: 2 trial(s) need 1 CPU and 1 GPU" in lines[0]
-    assert "1 node(s), 2 CPU and 0 GPU in all" in lines[0]
-    notice.on_step_begin(0, [SimpleNamespace(status="RUNNING")])  # something runs: the wait is over
-    assert notice.since is None
