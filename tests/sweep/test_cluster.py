@@ -128,7 +128,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path, ml
     from ray.tune import ExperimentAnalysis
 
     space = yaml.safe_load(SMOKE.read_text())
-    epochs = 12
+    epochs = 8  # killed after epoch 2: six left for the retry to resume, not to restart
     space.update(name="killed", methods=["direct"], space={})
     space["fixed"].update({"train.epochs": epochs, "snn.time_steps": 4, "student.width": 16})
     space["search"].update({"num_samples": 1, "final_repeats": 0, "scheduler": {"name": "none"}})
