@@ -104,24 +104,27 @@ def train_once(
         HarnessInputError: bad input, before the run is made.
     """
     from harness.config.resolve import check_dataset_files, resolve
-    from harness.config.space import load_space
+    from harness.config.space import load_space, trial_overrides
     from harness.contract import Role, Tag
     from harness.methods import METHODS
     from harness.run_spec import run_spec
-    from harness.tracking import TrialRecorder, absolute_tracking_uri
+    from harness.tracking import TrialRecorder, absolute_tracking_uri, probe_store
     from harness.trial import train
 
-    loaded = load_space(space)
-    resolved = resolve(loaded, method=method, overrides=_pairs(overrides), source=str(space))
+    pairs = _pairs(overrides)
+    loaded = load_space(space, pairs)
+    resolved = resolve(loaded, method=method, overrides=trial_overrides(pairs), source=str(space))
     check_dataset_files(resolved)
     config = resolved.config
     METHODS.get(config.method).preflight(config)
 
+    experiment = experiment or loaded.name
+    tracking_uri = absolute_tracking_uri(tracking_uri)
+    probe_store(tracking_uri, experiment)  # an unreachable or unwritable store fails before anything trains
     if on_start is not None:
         on_start(config)
     spec = run_spec(config, Role.TRIAL, uuid.uuid4().hex[:12], extra_tags={Tag.SPACE: str(space)})
-    experiment = experiment or loaded.name
-    recorder = TrialRecorder(absolute_tracking_uri(tracking_uri), experiment, spec)
+    recorder = TrialRecorder(tracking_uri, experiment, spec)
     try:
         metrics = train(
             config,
@@ -243,7 +246,11 @@ def report(
     Returns:
         The path of `report.md`.
     """
+    from harness.tracking import absolute_tracking_uri, probe_store
     from reports.build import build_report, default_report_dir
 
+    tracking_uri = absolute_tracking_uri(tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):  # a local store is checked by the report itself
+        probe_store(tracking_uri, experiment)
     folder = Path(out) if out is not None else default_report_dir(experiment)
     return build_report(tracking_uri, experiment, folder, reference=reference)

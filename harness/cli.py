@@ -8,6 +8,9 @@ loads the config schema, the training stack or Ray.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "list every dotted key (fixed:, --set, space:) with its type, default and owner",
         "List every key a space file or --set accepts: the harness's sections, each model family's\n"
         "arguments under student.* and teacher.*, each method's own section (a plugin's too) and\n"
-        "the space file's search.* and resources.*, with type, default and who adds the key.",
+        "the space file's search.* and resources.*, with type, default, who adds the key, and\n"
+        "whether another value makes another plan (a --resume with it is refused).",
         "harness keys",
         "harness keys | grep '^kd\\.'",
     )
@@ -298,12 +302,8 @@ def run_keys(args: argparse.Namespace) -> int:
     from harness.key_table import key_table
 
     rows, broken = key_table()
-    _print_table(
-        [
-            ("key", "type", "default", "owner"),
-            *((key, kind, default, f"({owner})") for key, kind, default, owner in rows),
-        ]
-    )
+    table = [(key, kind, default, f"({owner})", "yes" if plan else "no") for key, kind, default, owner, plan in rows]
+    _print_table([("key", "type", "default", "owner", "changes the plan"), *table])
     _refuse_broken(broken)
     return EXIT_OK
 
@@ -351,7 +351,6 @@ def run_report(args: argparse.Namespace) -> int:
 def run_ui(args: argparse.Namespace) -> int:
     """`harness ui`: `mlflow ui` on the same store the other commands write."""
     import shutil
-    import subprocess
 
     from harness import ui_links
     from harness.tracking import absolute_tracking_uri
@@ -363,7 +362,38 @@ def run_ui(args: argparse.Namespace) -> int:
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     print("\n".join(ui_links.ui_lines(uri, args.host, args.port)), flush=True)  # before the server starts
-    return subprocess.run(command, check=False).returncode
+    # The server runs in a session of its own, so that this process alone decides when it stops:
+    # on the first Ctrl-C (or SIGTERM) it ends the server's whole process group and waits for it.
+    server = subprocess.Popen(command, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        _stop(server)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+UI_STOP_S = 5.0  # how long `harness ui` waits for the MLflow server to stop before killing it
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Ends the server's process group (its workers too): SIGTERM, then SIGKILL after `UI_STOP_S`."""
+    for kind in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, kind)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=UI_STOP_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def summary_table(metrics: dict[str, float]) -> str:

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from spikingjelly.activation_based import functional
 
 from harness.config.sections import TrialConfig
 from harness.data import DataSplits
-from harness.models import ActivationFactory, Encoder, ModelArgs, SpikingNetwork, create_encoder
+from harness.errors import PluginError
+from harness.models import ENCODERS, MODELS, ActivationFactory, Encoder, ModelArgs, SpikingNetwork, create_encoder
+from harness.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -64,4 +68,59 @@ def network_for(
         pool=pool,
     )
     net.encoder = encoder if encoder is not None else ctx.encoder()
-    return net.to(ctx.device)
+    net = net.to(ctx.device)
+    check_network(net, spec, data.train_x[:PROBE_IMAGES], data.num_classes, ctx.config.encoding.name)
+    return net
+
+
+PROBE_IMAGES = 2
+PROBE_TIME_STEPS = 2
+
+
+def check_network(net: SpikingNetwork, spec: ModelArgs, images: torch.Tensor, classes: int, encoding: str) -> None:
+    """What a plugin's network returns, checked once, where it enters the harness: its encoder
+    gives `[T', B, C, H, W]` with T' = 1 or T, and the network `[T, B, K]` logits.
+
+    One forward pass of a couple of images at T = 2, in eval mode, without gradients, with the
+    random generators forked (a Poisson encoding draws from them) and the neurons reset after:
+    the network is as it was, and so are the trial's random numbers.
+
+    Raises:
+        PluginError: naming the model family's (or the encoding's) entry point and distribution.
+    """
+    steps, batch = PROBE_TIME_STEPS, len(images)
+    was_training = net.training
+    devices = [images.device] if images.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            net.eval()
+            encoded = net.encoder(images, steps)
+            if not _shaped(
+                encoded, lambda shape: len(shape) == 5 and shape[0] in (1, steps) and shape[1:] == images.shape
+            ):
+                expected = f"[1 or T, B, C, H, W] = [1 or {steps}, {', '.join(map(str, images.shape))}]"
+                what = (
+                    f"encodes {list(images.shape)} images at T = {steps} as {_shape_of(encoded)}; expected {expected}"
+                )
+                raise _broken(ENCODERS, "input encoding", encoding, what)
+            logits = net(images, steps)
+            if not _shaped(logits, lambda shape: shape == (steps, batch, classes)):
+                what = f"returns {_shape_of(logits)} for {batch} images at T = {steps}; expected [T, B, K] logits = "
+                raise _broken(MODELS, "model family", spec.arch, what + str([steps, batch, classes]))
+    finally:
+        functional.reset_net(net)
+        net.train(was_training)
+
+
+def _shaped(value: Any, fits: Callable[[tuple[int, ...]], bool]) -> bool:
+    return isinstance(value, torch.Tensor) and fits(tuple(value.shape))
+
+
+def _shape_of(value: Any) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _broken(registry: Registry[Any], kind: str, name: str, what: str) -> PluginError:
+    providers = registry.providers(name)
+    who = providers[0].describe() if providers else f"{kind} {name!r}"
+    return PluginError(f"{kind} {name!r} ({who}) {what}")

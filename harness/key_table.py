@@ -15,15 +15,17 @@ from pydantic import BaseModel
 
 from harness.config.dotted import DICT_LEAVES
 from harness.config.sections import OPTIONS_FIELD, STUDENT_DEFAULTS, TEACHER_DEFAULTS, TeacherConfig, TrialConfig
-from harness.config.space import SpaceFile
+from harness.config.space import SpaceFile, changes_the_plan
 from harness.data import DATASETS
 from harness.errors import PluginError
 from harness.methods.base import METHODS
 from harness.models import ENCODERS, MODELS
 from harness.registry import Registry
 
-KeyRow = tuple[str, str, str, str]
-"""(dotted key, type, default, owner), as `harness keys` prints them."""
+KeyRow = tuple[str, str, str, str, bool]
+"""(dotted key, type, default, owner, whether a resume with another value is another plan), as
+`harness keys` prints them."""
+_Row = tuple[str, str, str, str]
 
 _NAMED_BY_REGISTRY: dict[str, Registry[Any]] = {
     "method": METHODS,
@@ -37,12 +39,13 @@ _NAMED_BY_REGISTRY: dict[str, Registry[Any]] = {
 def key_table() -> tuple[list[KeyRow], list[str]]:
     """Every dotted key a space file's `fixed:` / `space:` or `--set` accepts, then the space
     file's own `search.*` and `resources.*`: the core sections, each model family's arguments
-    under `student.*` / `teacher.*` (one row per family), each method's own section.
+    under `student.*` / `teacher.*` (one row per family), each method's own section; each with
+    whether another value on `--resume` is another plan (`changes_the_plan`).
 
     Returns:
         The rows, and one line per plugin that does not load (its keys are missing).
     """
-    rows: list[KeyRow] = []
+    rows: list[_Row] = []
     broken: list[str] = []
     for name, field in TrialConfig.model_fields.items():
         if name == OPTIONS_FIELD:  # the method's own section: its rows come below, under its name
@@ -73,7 +76,7 @@ def key_table() -> tuple[list[KeyRow], list[str]]:
             rows += _section_rows(options, f"{method}.", _owner(METHODS, "method", method))
     for name in ("name", "methods", "search", "resources"):
         rows += _field_rows(name, SpaceFile.model_fields[name], "space file")
-    return rows, broken
+    return [(*row[:4], changes_the_plan(row[0])) for row in rows], broken
 
 
 def _owner(registry: Registry[Any], kind: str, name: str) -> str:
@@ -83,8 +86,8 @@ def _owner(registry: Registry[Any], kind: str, name: str) -> str:
 
 def _section_rows(
     model: type[BaseModel], prefix: str, owner: str, defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = ()
-) -> list[KeyRow]:
-    rows: list[KeyRow] = []
+) -> list[_Row]:
+    rows: list[_Row] = []
     for name, field in model.model_fields.items():
         if name not in set(skip):
             rows += _field_rows(prefix + name, field, owner, (defaults or {}).get(name, _NO_DEFAULT))
@@ -94,7 +97,7 @@ def _section_rows(
 _NO_DEFAULT = object()
 
 
-def _field_rows(key: str, field: Any, owner: str, default: Any = _NO_DEFAULT) -> list[KeyRow]:
+def _field_rows(key: str, field: Any, owner: str, default: Any = _NO_DEFAULT) -> list[_Row]:
     annotation = field.annotation
     if isinstance(annotation, type) and issubclass(annotation, BaseModel) and key not in DICT_LEAVES:
         return _section_rows(annotation, key + ".", owner)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from harness import contract
 from harness.config.sections import TrialConfig
 from harness.context import TrialContext, network_for
 from harness.efficiency import count_ops
+from harness.files import DamagedState, read_json, write_atomically, write_json_atomically
 from harness.models import SpikingNetwork, count_parameters, relu
 from harness.models.encoders import DirectEncoding
 from harness.training import Fitting, accuracy, noise_accuracies
@@ -90,6 +90,7 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
         seed=teacher.seed_for(cfg.seed),
         optimizer=teacher.optimizer,
         lr=teacher.lr,
+        owner=f"the teacher ({describe_teacher(cfg)})",
     )
 
     def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -129,16 +130,19 @@ def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
         if path.exists():
             ctx.log(f"teacher {key} from cache {path}")
             model = build_teacher(ctx)
-            saved = torch.load(path, map_location=ctx.device, weights_only=True)
-            model.load_state_dict(saved["state_dict"])
-            return TeacherRecord(model, key, path, dict(saved["metrics"]), trained_now=False)
+            try:
+                saved = torch.load(path, map_location=ctx.device, weights_only=True)
+                model.load_state_dict(saved["state_dict"])
+                metrics = dict(saved["metrics"])
+            except Exception as exc:  # noqa: BLE001 - unreadable for any reason: say which file
+                raise DamagedState(
+                    f"{path}: the cached teacher is damaged ({type(exc).__name__}); remove that file to train it again"
+                ) from None
+            return TeacherRecord(model, key, path, metrics, trained_now=False)
         ctx.log(f"training teacher {key} ({describe_teacher(ctx.config)}); cached at {path}")
         model, metrics = train_teacher(ctx)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(
-            {"state_dict": model.state_dict(), "metrics": metrics, "config": ctx.config.model_dump(mode="json")}, tmp
-        )
-        os.replace(tmp, path)
+        saved = {"state_dict": model.state_dict(), "metrics": metrics, "config": ctx.config.model_dump(mode="json")}
+        write_atomically(path, lambda scratch: torch.save(saved, scratch))
         return TeacherRecord(model, key, path, metrics, trained_now=True)
 
 
@@ -147,7 +151,12 @@ def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[s
     `teacher_noise/<type>/<level>`: computed once per teacher and (type, level), on the same
     seeded corruptions as the students', and kept beside the teacher in the cache."""
     path = record.path.parent / NOISE_FILE
-    cached: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+    cached: dict[str, float] = {}
+    if path.exists():
+        try:
+            cached = dict(read_json(path, "the teacher's noise accuracies"))
+        except (DamagedState, TypeError, ValueError) as exc:  # a cache: computed again, and said so
+            ctx.log(f"{exc}; computing them again")
     noise = ctx.config.eval.noise
     missing = {
         kind: [lv for lv in levels if contract.noise_metric(kind, lv, "") not in cached]
@@ -165,8 +174,6 @@ def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[s
             time_steps=1,
             batch_size=ctx.config.train.eval_batch_size,
         )
-        scratch = path.with_suffix(f".tmp{os.getpid()}")
-        scratch.write_text(json.dumps(cached, indent=1, sort_keys=True))
-        os.replace(scratch, path)  # concurrent trials may both compute; either file is whole and right
+        write_json_atomically(path, cached)  # concurrent trials may both compute; either file is whole and right
     keys = [contract.noise_metric(kind, level, "") for kind, levels in noise.items() for level in levels]
     return {contract.TEACHER_NOISE + key: cached[key] for key in keys}

@@ -83,13 +83,62 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
 
 
 def describe_refusal(exc: MlflowException) -> str:
-    """One line on why the store refused (credentials, permission, or its own first line)."""
+    """One line on why the store refused (credentials, permission, no answer, or its own first line)."""
     text = str(exc)
     if "401" in text:
         return "the server refused the credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
     if "403" in text:
         return "this user may not use the experiment (permission denied)"
+    if any(sign in text for sign in ("Connection refused", "Max retries exceeded", "timed out", "Name or service")):
+        return f"no tracking server answers there (within {PROBE_TIMEOUT_S} s); start it, or check the address"
     return text.splitlines()[0][:300]
+
+
+PROBE_TIMEOUT_S = 10
+"""How long the first request to a tracking server may take: `probe_store` sets MLflow's
+`MLFLOW_HTTP_REQUEST_TIMEOUT` to it, and `MLFLOW_HTTP_REQUEST_MAX_RETRIES` to 0, for that
+request only (MLflow's own defaults retry for minutes before a word is said)."""
+
+
+def probe_store(tracking_uri: str, experiment: str) -> None:
+    """Checks, before anything runs, that the store can be used: a SQLite file's folder exists
+    (it is made if missing) and takes files; a server answers within `PROBE_TIMEOUT_S` and takes
+    the credentials. Reads one experiment, writes nothing else.
+
+    Raises:
+        HarnessInputError: one line naming `--tracking-uri` and what is wrong.
+    """
+    uri = absolute_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessInputError(
+                f"--tracking-uri {uri}: cannot make the folder {database.parent} ({exc.strerror or exc})"
+            ) from None
+        if not os.access(database.parent, os.W_OK | os.X_OK) or (
+            database.exists() and not os.access(database, os.W_OK)
+        ):
+            raise HarnessInputError(f"--tracking-uri {uri}: cannot write in {database.parent} (permission denied)")
+        if not database.exists():
+            return  # a new local store: nothing can refuse, and reading would create the file
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S))
+    try:
+        MlflowClient(uri).get_experiment_by_name(experiment)
+    except MlflowException as exc:
+        raise HarnessInputError(f"--tracking-uri {uri}: {describe_refusal(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a store that fails in its own way: say how, in one line
+        raise HarnessInputError(
+            f"--tracking-uri {uri}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def param_value(value: Any) -> str:

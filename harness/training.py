@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from harness.config.sections import TrainConfig
 from harness.contract import noise_metric
-from harness.errors import TrialFailed
+from harness.errors import PluginError, TrialFailed
 from harness.noise import apply_noise
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -113,6 +113,11 @@ class Fitting:
         samples: Training samples per epoch.
         seed: Seed of the data order and augmentation.
         optimizer, lr: Override `train.optimizer` / `train.lr` (the teacher's own).
+        owner: Who computes the loss, for messages (`method 'kd' (entry point ... of ...)`).
+
+    The loss of the run's first batch is checked once: a scalar tensor (else `PluginError`,
+    bad input) and finite before any step (else `TrialFailed` saying so), before the NaN guard
+    that watches the running loss.
     """
 
     def __init__(
@@ -125,9 +130,12 @@ class Fitting:
         seed: int,
         optimizer: str | None = None,
         lr: float | None = None,
+        owner: str = "the network's loss",
     ) -> None:
         self.modules = modules
         self.train = train
+        self.owner = owner
+        self.checked = False  # whether the first batch's loss was checked (`check_first_loss`)
         params = [p for module in modules for p in module.parameters()]
         self.optimizer = make_optimizer(params, train, optimizer, lr)
         self.schedule = make_schedule(self.optimizer, train, epochs * -(-samples // train.batch_size))
@@ -144,13 +152,25 @@ class Fitting:
             self.schedule,
             x,
             y,
-            loss_fn,
+            loss_fn if self.checked else self._checking(loss_fn),
             batch_size=self.train.batch_size,
             generator=self.generator,
             augment_shift=shift_for(image_size) if self.train.augment else 0,
             epoch=epoch,
             on_batch=on_batch if on_batch is not None else _BATCH_HOOK.get(),
         )
+
+    def _checking(self, loss_fn: LossFn) -> LossFn:
+        """`loss_fn`, its first result checked (`check_first_loss`)."""
+
+        def first(images: Tensor, labels: Tensor) -> Tensor:
+            loss = loss_fn(images, labels)
+            if not self.checked:
+                check_first_loss(loss, self.owner)
+                self.checked = True
+            return loss
+
+        return first
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser, schedule and generator: enough to continue after a restart."""
@@ -224,6 +244,20 @@ def train_one_epoch(
             on_batch(batches, steps)
     _check_finite(total, epoch, batches)
     return total.item() / max(1, batches)
+
+
+def check_first_loss(loss: object, owner: str) -> None:
+    """A loss is a scalar tensor, finite on the first batch (before any step could blow it up).
+
+    Raises:
+        PluginError: not a scalar tensor (the loss function is wrong: bad input).
+        TrialFailed: NaN or infinite before the first step.
+    """
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        got = f"shape {list(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+        raise PluginError(f"{owner}: the loss must be a scalar tensor, got {got}")
+    if not math.isfinite(loss.item()):
+        raise TrialFailed(f"{owner}: the loss of the first batch is {loss.item()} before any training step")
 
 
 def _check_finite(total: Tensor, epoch: int, batch: int) -> None:

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "harness",
             "harness.errors",
+            "harness.files",
             "harness.contract",
             "harness.registry",
             "harness.progress",

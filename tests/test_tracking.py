@@ -59,3 +59,35 @@ def test_relative_stores_become_absolute(tmp_path: Path, monkeypatch) -> None:
     assert absolute_tracking_uri("sqlite:///y.db") == f"sqlite:///{tmp_path / 'y.db'}"
     assert absolute_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert absolute_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_an_unreachable_server_is_refused_at_once_and_mlflows_retry_settings_come_back(free_port, monkeypatch) -> None:
+    import os
+    import time
+
+    import pytest
+
+    from harness.errors import HarnessInputError
+    from harness.tracking import probe_store
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "77")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(HarnessInputError, match=rf"^--tracking-uri {uri}: no tracking server answers there"):
+        probe_store(uri, "exp")
+    assert time.monotonic() - started < 15
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "77" and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+def test_a_sqlite_store_is_probed_without_being_made(tmp_path: Path) -> None:
+    import pytest
+
+    from harness.errors import HarnessInputError
+    from harness.tracking import probe_store
+
+    probe_store(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}", "exp")
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "mlflow.db").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HarnessInputError, match=r"cannot make the folder .*file/sub"):
+        probe_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'mlflow.db'}", "exp")

@@ -370,3 +370,45 @@ def test_noise_accuracies_are_keyed_prefix_type_level_and_equal_accuracy_on_the_
     assert accuracy(model, x, y, time_steps=2, batch_size=16) == 1.0
     assert result["teacher_noise/gaussian/0.3"] < 1.0  # the images were corrupted
     assert all(math.isfinite(value) for value in result.values())
+
+
+# --- the first batch's loss, checked once ---------------------------------------------------
+
+
+def test_a_loss_that_is_not_a_scalar_is_refused_on_the_first_batch_naming_its_owner() -> None:
+    from harness.errors import PluginError
+
+    model = _tiny_snn()
+    x, y = _digits_like(20)
+    fitting = Fitting([model], TrainConfig(batch_size=8), epochs=1, samples=20, seed=0, owner="method 'mine' (x)")
+    calls = []
+
+    def per_sample(images: Tensor, labels: Tensor) -> Tensor:
+        calls.append(len(images))
+        return nn.functional.cross_entropy(model(images, 2).mean(0), labels, reduction="none")
+
+    with pytest.raises(PluginError, match=r"^method 'mine' \(x\): the loss must be a scalar tensor, got shape \[8\]$"):
+        fitting.epoch(per_sample, x, y, image_size=8, epoch=1)
+    assert calls == [8]  # refused on the first batch, before any step
+
+
+def test_a_loss_that_is_nan_before_any_step_says_so_at_once() -> None:
+    model = _tiny_snn()
+    x, y = _digits_like(40)
+    fitting = Fitting([model], TrainConfig(batch_size=8), epochs=1, samples=40, seed=0, owner="the teacher")
+    before = _weights(model)
+    with pytest.raises(
+        TrialFailed, match=r"^the teacher: the loss of the first batch is nan before any training step$"
+    ):
+        fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 8, 1)
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())  # no step was taken
+
+
+def test_the_first_loss_is_checked_once_per_run_not_per_batch() -> None:
+    model = _tiny_snn()
+    x, y = _digits_like(40)
+    fitting = Fitting([model], TrainConfig(batch_size=8), epochs=2, samples=40, seed=0)
+    fitting.epoch(_cross_entropy(model), x, y, 8, 1)
+    assert fitting.checked
+    with pytest.raises(TrialFailed, match=r"loss became NaN or infinite in epoch 2"):  # the NaN guard, after that
+        fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 8, 2)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from harness.config.base import describe_error, error_at, fields_of
+from harness.config.base import KnownKeys, describe_error, error_at, fields_of
 from harness.config.dotted import KeyClash, flatten, unflatten
 from harness.config.sections import (
     DEFAULT_METHOD,
@@ -116,7 +116,7 @@ def located(error: ValidationError, prefix: tuple[str | int, ...]) -> Validation
     return ValidationError.from_exception_data(error.title, details)
 
 
-def known_keys(tree: Mapping[str, Any]) -> Any:
+def known_keys(tree: Mapping[str, Any]) -> KnownKeys:
     """The keys each section of `tree` accepts, for an "unknown key" message (a `KnownKeys`)."""
 
     def known(parents: tuple[Any, ...]) -> list[str]:
@@ -205,10 +205,12 @@ def one_line(
     error: ValidationError,
     origin: Mapping[str, Origin] | None = None,
     tree: Mapping[str, Any] | None = None,
+    known: KnownKeys | None = None,
 ) -> str:
     """The first validation error as `<where>: <dotted key>: <what was expected>`, or, with
-    `origin`, as `<the source of that key>: <what was expected>`."""
-    loc, message = describe_error(error.errors()[0], known_keys(tree or {}))
+    `origin`, as `<the source of that key>: <what was expected>`. An unknown key's message lists
+    what its section accepts: `known`, by default a trial config's keys (`known_keys(tree)`)."""
+    loc, message = describe_error(error.errors()[0], known or known_keys(tree or {}))
     if origin is None:
         return f"{where}: {loc}: {message}"
     label = origin_label(origin, loc, f"{where}: {loc}")

@@ -11,13 +11,23 @@ in one line naming the file and the field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.config.base import NonNegativeInt, PositiveFloat, PositiveInt, Section, TimeSteps, error_at, registered
+from harness.config.base import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    TimeSteps,
+    error_at,
+    fields_of,
+    registered,
+)
 from harness.config.resolve import Origin, one_line, resolve
 from harness.config.sections import DEFAULT_METHOD
 from harness.config.yaml import DuplicateKeyError, read_yaml
@@ -147,14 +157,45 @@ class SpaceFile(Section):
         return values
 
 
-def load_space(path: str | Path) -> SpaceFile:
-    """Reads and validates a search-space file.
+SPACE_KEYS = frozenset({"name", "methods"})
+"""Top-level keys of the file that `--set` replaces whole (`--set methods=[kd,direct]`)."""
+SPACE_SECTIONS = frozenset({"search", "resources", "space"})
+"""Sections of the file whose keys `--set` reaches: `--set search.num_samples=8`,
+`--set resources.cpu=2`, `--set space.kd.alpha={float: [0.1, 0.9]}` (null drops a dimension).
+Every other key is a trial's (`fixed`, `eval`, a method's section) and goes to `resolve`."""
+PLAN_KEYS = frozenset({"methods", "search", "space"})
+"""What of the file, besides every trial key, makes a sweep's plan: a `--resume` that changes
+one is refused (`harness.sweep.plan.check_same_plan`). `name` names the sweep (another name is
+another sweep); `resources` may change between resumes."""
+
+
+def is_space_key(key: str) -> bool:
+    """Whether `--set key` changes the space file itself rather than the trials' config."""
+    return key in SPACE_KEYS or key.split(".", 1)[0] in SPACE_SECTIONS
+
+
+def changes_the_plan(key: str) -> bool:
+    """Whether a sweep resumed with another value of `key` is another plan (refused): every trial
+    key, and `methods`, `search.*`, `space.*`; not `name` (another sweep) nor `resources.*`."""
+    return not is_space_key(key) or key.split(".", 1)[0] in PLAN_KEYS
+
+
+def trial_overrides(overrides: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The overrides that go to the trials' config (those `load_space` does not take)."""
+    return [(key, value) for key, value in overrides if not is_space_key(key)]
+
+
+def load_space(path: str | Path, overrides: Iterable[tuple[str, Any]] = ()) -> SpaceFile:
+    """Reads and validates a search-space file, with the `--set` overrides of its own keys
+    (`is_space_key`: `name`, `methods`, `search.*`, `resources.*`, `space.*`) applied first;
+    the others are the trials' and left to `resolve`.
 
     The YAML is read with `StrictSafeLoader`: a key given twice in one mapping is an error.
 
     Raises:
         HarnessInputError: the file is unreadable, not YAML, repeats a key or breaks the schema;
-            the message names the file and the first offending field (or line).
+            the message names the file and the first offending field (or line), or the
+            `--set KEY` that brought it.
     """
     path = Path(path)
     try:
@@ -171,18 +212,51 @@ def load_space(path: str | Path) -> SpaceFile:
         raise HarnessInputError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise HarnessInputError(f"{path}: expected a mapping with `name`, `methods`, `fixed`, ...")
+    origin: dict[str, Origin] = {}
+    for key, value in overrides:
+        if is_space_key(key):
+            _set(raw, key, value)
+            origin[key] = Origin(f"--set {key}", nested=False)
     try:
         space = SpaceFile.model_validate(raw)
     except ValidationError as exc:
-        raise HarnessInputError(one_line(str(path), exc)) from None
+        raise HarnessInputError(one_line(str(path), exc, origin, known=fields_of(SpaceFile))) from None
     # The fixed values and eval block must form a valid trial on their own, and so must every
     # value a searched dimension can take.
     resolve(space, method=space.methods[0], source=str(path))
     for key, dist in space.space.items():
+        given = origin.get(f"space.{key}")
+        where = given.label if given is not None else f"{path}: space.{key}"
         for value in dist.values_to_check():
-            label = Origin(f"{path}: space.{key}: value {value!r} is invalid", nested=False)
+            label = Origin(f"{where}: value {value!r} is invalid", nested=False)
             try:
                 resolve(space, method=space.methods[0], overrides=[(key, value)], source=str(path), labels={key: label})
             except PluginError as exc:  # the value names a plugin that cannot be used
                 raise PluginError(f"{label.label}: {exc}") from None
     return space
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Puts `--set key=value` into the file's mapping: a whole top-level key, a dimension of
+    `space` (its key is dotted itself; null drops it), or a key of `search` / `resources`."""
+    if key in SPACE_KEYS:
+        raw[key] = value
+        return
+    section, rest = key.split(".", 1) if "." in key else (key, "")
+    if not rest:
+        raise HarnessInputError(f"--set {key}: is a section; set one of its keys instead")
+    node = raw.setdefault(section, {})
+    if not isinstance(node, dict):
+        raise HarnessInputError(f"--set {key}: {section} is a value, not a section")
+    if section == "space":
+        if value is None:
+            node.pop(rest, None)
+        else:
+            node[rest] = value
+        return
+    *parents, leaf = rest.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise HarnessInputError(f"--set {key}: {section}.{part} is a value, not a section")
+    node[leaf] = value

@@ -138,6 +138,12 @@ def check_method(name: str, entry: Any) -> None:
 METHODS: Registry[type[Method]] = Registry(GROUP_PREFIX + "methods", "method", check_method)
 
 
+def describe_method(name: str) -> str:
+    """`method 'kd' (entry point 'kd' (harness.methods.kd:KDMethod) of snn-kd-harness 0.1.0)`: for messages."""
+    providers = METHODS.providers(name)
+    return f"method {name!r}" + (f" ({providers[0].describe()})" if providers else "")
+
+
 def create_method(name: str, ctx: TrialContext) -> Method:
     """Builds the method registered as `name` for one trial."""
     return METHODS.get(name)(ctx)

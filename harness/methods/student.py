@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from harness.context import TrialContext, network_for
-from harness.methods.base import Method
+from harness.methods.base import Method, describe_method
 from harness.models import SpikingNetwork, make_lif
 from harness.training import Fitting
 
@@ -42,7 +42,12 @@ class StudentMethod(Method):
         self.student = self.build_network()
         self.trainable: list[nn.Module] = [self.student, *self.build_extra_modules()]
         self.fitting = Fitting(
-            self.trainable, cfg.train, epochs=cfg.train.epochs, samples=len(ctx.data.train_x), seed=cfg.seed
+            self.trainable,
+            cfg.train,
+            epochs=cfg.train.epochs,
+            samples=len(ctx.data.train_x),
+            seed=cfg.seed,
+            owner=describe_method(cfg.method),
         )
 
     def build_network(self) -> SpikingNetwork:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import HarnessInputError
+from harness.errors import HarnessInputError, PluginError
 from harness.registry import GROUP_PREFIX, Registry
 
 __all__ = [
@@ -137,6 +137,8 @@ def apply_noise(images: torch.Tensor, noise: str, level: float, start_index: int
     Raises:
         HarnessInputError: For an unknown noise name, or a level that is negative, not
             finite, or above the noise's valid range.
+        PluginError: The noise function returned another shape, dtype or device than its
+            input's, or a non-finite value (named with its entry point and distribution).
         ValueError: If `images` is not 4-D.
     """
     fn = NOISES.get(noise)
@@ -150,5 +152,31 @@ def apply_noise(images: torch.Tensor, noise: str, level: float, start_index: int
         return out
     for i in range(out.shape[0]):
         seed = noise_seed(noise, value, start_index + i)
-        out[i] = fn(out[i], value, torch.Generator().manual_seed(seed))
+        sample = out[i]
+        corrupted = fn(sample, value, torch.Generator().manual_seed(seed))
+        _check_sample(noise, sample, corrupted)
+        out[i] = corrupted
+    # One check of the whole batch (one host sync per call, not per sample): values outside
+    # [0, 1] are clipped, as documented; a NaN or an infinity cannot be.
+    if not bool(torch.isfinite(out).all()):
+        raise _broken(noise, f"returned non-finite values (NaN or inf) at level {value:g}")
     return out.clamp_(0.0, 1.0)
+
+
+def _check_sample(noise: str, sample: torch.Tensor, corrupted: object) -> None:
+    """A noise returns a tensor of its input's shape, dtype and device (checked without a sync)."""
+    if not isinstance(corrupted, torch.Tensor):
+        raise _broken(noise, f"returned {type(corrupted).__name__}, not a tensor")
+    for what, want, got in (
+        ("shape", tuple(sample.shape), tuple(corrupted.shape)),
+        ("dtype", sample.dtype, corrupted.dtype),
+        ("device", sample.device, corrupted.device),
+    ):
+        if want != got:
+            raise _broken(noise, f"returned an image of {what} {got} for an input of {what} {want}")
+
+
+def _broken(noise: str, what: str) -> PluginError:
+    providers = NOISES.providers(noise)
+    who = providers[0].describe() if providers else f"noise {noise!r}"
+    return PluginError(f"noise {noise!r} ({who}) {what}; it must return the image's shape, dtype and device, finite")

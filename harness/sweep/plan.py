@@ -18,9 +18,10 @@ from typing import Any
 from harness.config.dotted import flatten
 from harness.config.resolve import check_dataset_files, resolve, trial_config
 from harness.config.sections import TrialConfig
-from harness.config.space import Distribution, SpaceFile, load_space
+from harness.config.space import Distribution, SpaceFile, load_space, trial_overrides
 from harness.contract import Capabilities
 from harness.errors import HarnessInputError
+from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
 from harness.methods.base import METHODS, read_sections
 
 PLAN_FILE = "plan.json"  # the resolved plan of the sweep in its folder; --resume must match it
@@ -94,10 +95,10 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
     """Validates a space file for a sweep (and `--set` overrides): the file, each method's
     trial and preflight, and the dataset's files. Every defect raises a one-line
     HarnessInputError naming the file and field, or the `--set KEY`."""
-    space = load_space(path)
+    space = load_space(path, overrides or [])  # `--set` of the file's own keys: search.*, resources.*, ...
     plans, trials = [], []
     for name in space.methods:
-        resolved = resolve(space, method=name, overrides=overrides or [], source=str(path))
+        resolved = resolve(space, method=name, overrides=trial_overrides(overrides or []), source=str(path))
         method = METHODS.get(name)
         method.preflight(resolved.config)
         read = read_sections(name)
@@ -115,11 +116,15 @@ def check_same_plan(plan: SweepPlan, folder: Path) -> None:
 
     Raises:
         HarnessInputError: naming the first setting that differs.
+        DamagedState: `plan.json` does not read back whole.
     """
     path = folder / PLAN_FILE
     if not path.exists():
         return
-    before, now = flatten(json.loads(path.read_text())), flatten(plan.record())
+    recorded = read_json(path, "the plan the sweep started with")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("methods"), dict):
+        raise DamagedState(f"{path}: the plan the sweep started with is damaged (not a plan); {FRESH_START}")
+    before, now = flatten(recorded), flatten(plan.record())
     for key in sorted(set(before) | set(now)):
         if before.get(key) != now.get(key):
             raise HarnessInputError(
@@ -132,6 +137,4 @@ def record_plan(plan: SweepPlan, folder: Path) -> None:
     """Writes `plan.json` into `folder` once (the first start of the sweep)."""
     path = folder / PLAN_FILE
     if not path.exists():
-        scratch = path.with_suffix(".tmp")
-        scratch.write_text(json.dumps(plan.record(), indent=1, sort_keys=True))
-        scratch.replace(path)
+        write_json_atomically(path, plan.record())

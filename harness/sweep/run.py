@@ -33,6 +33,7 @@ from harness import contract
 from harness.config.dotted import flatten
 from harness.contract import Role, Tag
 from harness.errors import HarnessInputError
+from harness.files import FRESH_START, DamagedState
 from harness.provenance import cpu_name, environment_tags
 from harness.sweep.callback import MlflowTrialCallback
 from harness.sweep.final import final_runs
@@ -42,9 +43,10 @@ from harness.sweep.protocol import PlannedTrial
 from harness.sweep.resources import WaitNotice, check_resources
 from harness.sweep.schedule import SchedulerState, make_scheduler
 from harness.sweep.search import CHOICES_FILE, TeacherGate, make_searcher, read_choices
+from harness.sweep.state import check_sweep_state
 from harness.sweep.teachers import start_teachers, teacher_outcomes
 from harness.sweep.workers import run_trial
-from harness.tracking import TrackedRun, describe_refusal, tag_run
+from harness.tracking import TrackedRun, probe_store, tag_run
 
 TRIALS_FOLDER = "trials"  # the sweep's Tune experiment, under <storage>/<space name>/
 CHECKPOINTS_FOLDER = "checkpoints"  # every trial's own checkpoints, by identity, beside it
@@ -182,8 +184,11 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     teacher_cache = storage / TEACHER_CACHE_FOLDER
     sweep_id = plan.space.name
     started = time.time()
+    # Everything that can refuse, before Ray starts or anything is written.
     check_same_plan(plan, folder)
-    check_store(options)  # a bad URI or missing credentials fail before Ray starts
+    check_sweep_state(folder, folder / TRIALS_FOLDER)
+    check_storage(storage)
+    probe_store(options.tracking_uri, options.experiment)
     if not ray.is_initialized():
         # "local": a new in-process instance, never a leftover one that `ray start` recorded in /tmp/ray.
         ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
@@ -213,6 +218,9 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     except KeyboardInterrupt:
         parent.finish("KILLED", "interrupted; continue with harness sweep --resume")
         raise
+    except HarnessInputError as exc:  # found only once Tune read its own state
+        parent.finish("FAILED", str(exc))
+        raise
     teacher_spans = teacher_outcomes(teachers, log)
     ended = end_orphans(options, sweep_id)
     if ended:
@@ -223,21 +231,18 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
     return SweepOutcome(parent.run_id, len(teachers), teacher_spans, methods, missing)
 
 
-def check_store(options: SweepOptions) -> None:
-    """Reads from the tracking store, writing nothing.
+def check_storage(storage: Path) -> None:
+    """The storage folder exists (it is made if missing) and takes files.
 
     Raises:
-        HarnessInputError: the store refuses the client or cannot be reached.
+        HarnessInputError: naming `--storage` and why it cannot be written.
     """
-    from mlflow.exceptions import MlflowException
-
-    uri = options.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return  # a new local store: nothing can refuse, and reading would create the file
     try:
-        MlflowClient(options.tracking_uri).get_experiment_by_name(options.experiment)
-    except MlflowException as exc:
-        raise HarnessInputError(f"--tracking-uri {options.tracking_uri}: {describe_refusal(exc)}") from None
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessInputError(f"--storage {storage}: cannot make that folder ({exc.strerror or exc})") from None
+    if not os.access(storage, os.W_OK | os.X_OK):
+        raise HarnessInputError(f"--storage {storage}: cannot write there (permission denied)")
 
 
 def record_sweep(parent: TrackedRun, plan: SweepPlan) -> None:
@@ -315,7 +320,13 @@ def _search_and_final_stage(
     if options.resume and tune.Tuner.can_restore(str(folder)):
         # Errored trials stay errored: the searcher has counted them already and would ignore
         # a rerun's result (and a deterministic failure ends FAILED, not errored, anyway).
-        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=False)
+        try:
+            tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=False)
+        except Exception as exc:  # noqa: BLE001 - state that reads whole but does not restore
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise DamagedState(
+                f"{folder}: the Tune experiment cannot be restored ({type(exc).__name__}: {first}); {FRESH_START}"
+            ) from None
     else:
         callbacks = [
             MlflowTrialCallback(options.tracking_uri, options.experiment, parent_run_id, plan),

@@ -27,8 +27,6 @@ what was chosen from this record (`read_choices`), and so does the progress disp
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from harness.contract import Role
+from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
 from harness.progress import write
 from harness.sweep.final import final_runs
 from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
@@ -183,6 +182,13 @@ class SweepSearcher(Searcher):
         recorded = read_choices(self.choices).get(method)
         if recorded is not None:  # made before a killed driver: its final runs may exist already
             run, best = recorded["run"], recorded["values"]
+            mine = self._sampled_at(method, run)
+            if run is not None and mine != best:
+                write(
+                    f"search {method}: keeping the choice on record in {self.choices} (search trial {run}, {best}) "
+                    f"over this searcher's own values for it ({mine}): the final runs retrain what the record names, "
+                    "and some may exist already"
+                )
         else:
             outcomes = self.outcomes[method]
             chosen = pick_best((outcomes[i] for i in range(len(outcomes))), self.metric, self.mode)
@@ -196,6 +202,11 @@ class SweepSearcher(Searcher):
         seconds = self.run_seconds
         self.queued.sort(key=lambda queued: -seconds[queued.method])  # stable: each method's T order stays
         write(f"search {method}: done, best {best}; {len(runs)} final run(s) queued")
+
+    def _sampled_at(self, method: str, run: str | None) -> dict[str, Any] | None:
+        """The values this searcher sampled for search trial `run` of `method`, if it did."""
+        index = int(run) if run is not None and run.isdigit() else -1
+        return self.sampled[method][index] if 0 <= index < len(self.sampled[method]) else None
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
@@ -225,19 +236,33 @@ def expected_run_seconds(outcomes: Iterable[tuple[Mapping[str, Any] | None, bool
 
 def read_choices(path: Path | None) -> dict[str, dict[str, Any]]:
     """The choices on record in `path`: per method, `run` (the chosen search index, or None when
-    no search trial qualified) and `values` (its sampled values)."""
+    no search trial qualified) and `values` (its sampled values).
+
+    Raises:
+        DamagedState: the file does not read back whole, or is not a record of choices.
+    """
     if path is None or not path.exists():
         return {}
-    return json.loads(path.read_text())
+    choices = read_json(path, "the record of each method's chosen search trial")
+    whole = isinstance(choices, dict) and all(
+        isinstance(choice, dict)
+        and set(choice) == {"run", "values"}
+        and (choice["run"] is None or isinstance(choice["run"], str))
+        and (choice["values"] is None or isinstance(choice["values"], dict))
+        for choice in choices.values()
+    )
+    if not whole:
+        raise DamagedState(f"{path}: the record of each method's chosen search trial is damaged; {FRESH_START}")
+    return choices
 
 
 def record_choice(path: Path, method: str, run: str | None, values: Mapping[str, Any] | None) -> None:
-    """Adds `method`'s choice to `path`, written whole (a temporary file renamed)."""
-    choices = read_choices(path) | {method: {"run": run, "values": None if values is None else dict(values)}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    scratch.write_text(json.dumps(choices, indent=1, sort_keys=True))
-    os.replace(scratch, path)
+    """Adds `method`'s choice to `path`, written whole (a temporary file renamed); a choice on
+    record is never replaced (`SweepSearcher` keeps it)."""
+    choices = read_choices(path)
+    if method in choices:
+        return
+    write_json_atomically(path, choices | {method: {"run": run, "values": None if values is None else dict(values)}})
 
 
 def make_searcher(plan: SweepPlan, folder: Path | None = None, gate: TeacherGate | None = None) -> SweepSearcher:

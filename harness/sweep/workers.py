@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harness.config.resolve import build_trial_config
-from harness.errors import TrialFailed
+from harness.errors import HarnessInputError, TrialFailed
+from harness.files import write_atomically, write_text_atomically
 from harness.sweep.plan import SweepPlan
 from harness.sweep.protocol import BACKFILL_KEY, EPOCH_KEY, FAILURE_KEY, NODE_KEY, PROVENANCE_KEY, PlannedTrial
 
@@ -68,11 +69,8 @@ class TrialCheckpoints:
 
     def save(self, state: Mapping[str, Any], epoch: int, done: bool) -> None:
         """Writes epoch `epoch` whole (a temporary file renamed), then drops older epochs."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"epoch-{epoch}.pt"
-        scratch = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save(dict(state), scratch)
-        os.replace(scratch, path)
+        write_atomically(path, lambda scratch: torch.save(dict(state), scratch))
         keep = 1 if done else 2
         for _, old in self._files()[:-keep]:
             old.unlink(missing_ok=True)
@@ -141,9 +139,10 @@ def run_trial(
             log=lambda _: None,
             describe=describe,
         )
-    except TrialFailed as exc:
-        # Deterministic (a NaN loss): end the trial with its reason instead of raising, which
-        # would make Tune retry it. The objective gets the worst value so the search moves on.
+    except (TrialFailed, HarnessInputError) as exc:
+        # Deterministic (a NaN loss, a plugin that returns the wrong thing, a damaged cached
+        # teacher): end the trial with its reason instead of raising, which would make Tune
+        # retry it. The objective gets the worst value so the search moves on.
         worst = float("-inf") if mode == "max" else float("inf")
         tune.report({metric: worst, EPOCH_KEY: last_epoch + 1, FAILURE_KEY: str(exc)})
 
@@ -167,7 +166,6 @@ def train_teacher_task(config: dict[str, Any], teacher_cache: str) -> tuple[str,
         record = load_or_train_teacher(TrialContext(trial, data, device, Path(teacher_cache), lambda _: None))
     except Exception as exc:
         failed = Path(teacher_cache) / teacher_key_of(trial) / TEACHER_FAILED
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        failed.write_text(f"{type(exc).__name__}: {exc}\n")
+        write_text_atomically(failed, f"{type(exc).__name__}: {exc}\n")
         raise
     return record.key, started, time.time()

@@ -126,6 +126,57 @@ def test_a_noise_of_the_wrong_shape_is_refused(install_plugin) -> None:
         apply_noise(make_images(), "bad", 0.1)
 
 
+WRONG_NOISES = """
+import torch
+
+
+def taller(x, level, generator):
+    return torch.cat([x, x], dim=1)
+
+
+def double(x, level, generator):
+    return x.double()
+
+
+def listed(x, level, generator):
+    return x.tolist()
+
+
+def infinite(x, level, generator):
+    return x / 0.0
+
+
+def loud(x, level, generator):
+    return x * 10.0  # outside [0, 1]: clipped, as documented
+"""
+
+
+@pytest.mark.parametrize(
+    ("noise", "expected"),
+    [
+        ("taller", r"returned an image of shape \(1, 8, 4\) for an input of shape \(1, 4, 4\)"),
+        ("double", r"returned an image of dtype torch.float64 for an input of dtype torch.float32"),
+        ("listed", r"returned list, not a tensor"),
+        ("infinite", r"returned non-finite values \(NaN or inf\) at level 0.1"),
+    ],
+)
+def test_what_a_plugin_noise_returns_is_checked_naming_its_entry_point(
+    install_plugin, noise: str, expected: str
+) -> None:
+    install_plugin("wrong-noises", {"noises": {noise: f"wrong_noises:{noise}"}}, {"wrong_noises.py": WRONG_NOISES})
+    with pytest.raises(PluginError) as info:
+        apply_noise(torch.full((2, 1, 4, 4), 0.5), noise, 0.1)
+    message = str(info.value)
+    assert message.startswith(f"noise {noise!r} (entry point {noise!r} (wrong_noises:{noise}) of wrong-noises 0.1) ")
+    assert __import__("re").search(expected, message) and "\n" not in message
+
+
+def test_a_plugin_noise_outside_0_1_is_clipped(install_plugin) -> None:
+    install_plugin("wrong-noises", {"noises": {"loud": "wrong_noises:loud"}}, {"wrong_noises.py": WRONG_NOISES})
+    out = apply_noise(torch.full((2, 1, 4, 4), 0.5), "loud", 0.1)
+    assert torch.equal(out, torch.ones(2, 1, 4, 4))
+
+
 # --- noise_seed -----------------------------------------------------------------------
 
 

@@ -258,3 +258,18 @@ def test_a_method_waits_for_its_teacher_while_the_others_run(tmp_path: Path) -> 
     teacher.parent.mkdir()
     (teacher.parent / "failed.txt").write_text("boom")  # a failed teacher opens the gate: the trial records it
     assert searcher.suggest("t3")["method"] == "kd"
+
+
+def test_a_choice_on_record_that_disagrees_with_the_searcher_is_kept_and_said(tmp_path: Path, capsys) -> None:
+    from harness.sweep.search import read_choices, record_choice
+
+    choices = tmp_path / "choices.json"
+    record_choice(choices, "direct", "0", {"student.width": 16})  # not what this searcher sampled (nothing)
+    searcher = _searcher(choices=choices)
+    for trial_id in ("t0", "t1"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("t1", {"val_accuracy": 0.5, "test_accuracy": 0.5})  # direct's search ends
+    assert searcher.best["direct"] == {"student.width": 16}  # the record's
+    said = capsys.readouterr().err
+    assert "search direct: keeping the choice on record in" in said and "over this searcher's own values" in said
+    assert read_choices(choices)["direct"] == {"run": "0", "values": {"student.width": 16}}  # not rewritten
