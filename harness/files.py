@@ -26,6 +26,31 @@ class DamagedState(HarnessInputError):
     """A state file that does not read back whole: bad input (exit 2), naming the file and the way out."""
 
 
+def check_writable_folder(folder: Path) -> None:
+    """Checks that `folder` can be made (if missing) and take files, writing nothing that stays:
+    the folders it makes to find out are removed again, and so is the file it writes.
+
+    Raises:
+        OSError: it cannot (its `strerror` says why).
+    """
+    missing = []
+    probe = folder
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        scratch = folder / f".harness-write-check.{os.getpid()}"
+        scratch.write_text("")
+        scratch.unlink()
+    finally:
+        for made in missing:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Calls `write(scratch)` on a temporary file beside `path`, then renames it to `path`; if
     `write` or the rename fails, `path` is as it was and the scratch file is gone."""

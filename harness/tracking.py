@@ -31,6 +31,7 @@ from harness.contract import DATA_CONTEXT, EXPERIMENT_KIND, VAL_ACCURACY, Tag
 # to stdout for every run it ends; a sweep ends one run per trial.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 from harness.errors import HarnessInputError
+from harness.files import check_writable_folder
 
 # Opens the training-runs table (not the GenAI overview) in the MLflow 3 UI.
 EXPERIMENT_KIND_TAGS = {Tag.EXPERIMENT_KIND.value: EXPERIMENT_KIND}
@@ -63,6 +64,12 @@ def _artifact_root(tracking_uri: str) -> str | None:
     if tracking_uri.startswith("sqlite:///"):
         return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
     return None
+
+
+def make_store_folder(tracking_uri: str) -> None:
+    """Makes the folder of a SQLite store (MLflow makes the file, not its folder); a server: nothing."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -101,9 +108,9 @@ request only (MLflow's own defaults retry for minutes before a word is said)."""
 
 
 def probe_store(tracking_uri: str, experiment: str) -> None:
-    """Checks, before anything runs, that the store can be used: a SQLite file's folder exists
-    (it is made if missing) and takes files; a server answers within `PROBE_TIMEOUT_S` and takes
-    the credentials. Reads one experiment, writes nothing else.
+    """Checks, before anything runs, that the store can be used: a SQLite file's folder can be
+    made and takes files (nothing of the check stays); a server answers within `PROBE_TIMEOUT_S`
+    and takes the credentials. Reads one experiment, writes nothing.
 
     Raises:
         HarnessInputError: one line naming `--tracking-uri` and what is wrong.
@@ -112,15 +119,11 @@ def probe_store(tracking_uri: str, experiment: str) -> None:
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
         try:
-            database.parent.mkdir(parents=True, exist_ok=True)
+            check_writable_folder(database.parent)
         except OSError as exc:
             raise HarnessInputError(
-                f"--tracking-uri {uri}: cannot make the folder {database.parent} ({exc.strerror or exc})"
+                f"--tracking-uri {uri}: cannot make the folder {database.parent} or write there ({exc.strerror or exc})"
             ) from None
-        if not os.access(database.parent, os.W_OK | os.X_OK) or (
-            database.exists() and not os.access(database, os.W_OK)
-        ):
-            raise HarnessInputError(f"--tracking-uri {uri}: cannot write in {database.parent} (permission denied)")
         if not database.exists():
             return  # a new local store: nothing can refuse, and reading would create the file
     saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
@@ -155,6 +158,7 @@ class TrackedRun:
         self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str], run_id: str | None = None
     ) -> None:
         self.tracking_uri = absolute_tracking_uri(tracking_uri)
+        make_store_folder(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
         experiment_id = ensure_experiment(self.client, experiment, self.tracking_uri)
         if run_id is None:
@@ -169,6 +173,7 @@ class TrackedRun:
         This keeps exactly one run per trial across retries and resumed sweeps.
         """
         uri = absolute_tracking_uri(tracking_uri)
+        make_store_folder(uri)
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, experiment, uri)
         trial_id = str(tags[Tag.TRIAL_ID]).replace("'", "")

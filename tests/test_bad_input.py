@@ -155,7 +155,7 @@ def test_a_sqlite_store_whose_folder_cannot_be_made_is_named(tmp_path: Path, run
     assert _one_line_error(result).startswith(f"--tracking-uri {uri}: cannot make the folder /proc/nope")
     result = run_harness("sweep", "--space", str(SMOKE), "--tracking-uri", uri, cwd=tmp_path, timeout=120)
     assert _one_line_error(result).startswith(f"--tracking-uri {uri}: cannot make the folder /proc/nope")
-    assert _written(tmp_path) == ["runs"]  # the storage folder only: checked, empty
+    assert _written(tmp_path) == []  # the storage folder was checked, and nothing of the check stays
 
 
 def test_a_storage_folder_that_cannot_be_written_is_named(tmp_path: Path, run_harness) -> None:

@@ -185,12 +185,13 @@ def test_keys_lists_every_key_with_type_default_and_owner_without_ray(tmp_path: 
     lines = result.stdout.splitlines()
     assert lines[-1] == "IMPORTED []"
     rows = {tuple(line.split()) for line in lines[1:-1]}
-    assert lines[0].split() == ["key", "type", "default", "owner"]
-    assert ("train.lr", "float", ">", "0", "0.01", "(harness)") in rows
-    assert ("student.depth", "int", "8", "(model", "resnet:", "snn-kd-harness)") in rows
-    assert ("kd.alpha", "float", "[0,", "1]", "0.5", "(method", "kd:", "snn-kd-harness)") in rows
-    assert ("conversion.levels", "int", "[1,", "256]", "8", "(method", "conversion:", "snn-kd-harness)") in rows
-    assert ("resources.cpu", "float", ">", "0", "1.0", "(space", "file)") in rows
+    assert lines[0].split() == ["key", "type", "default", "owner", "changes", "the", "plan"]
+    assert ("train.lr", "float", ">", "0", "0.01", "(harness)", "yes") in rows
+    assert ("student.depth", "int", "8", "(model", "resnet:", "snn-kd-harness)", "yes") in rows
+    assert ("kd.alpha", "float", "[0,", "1]", "0.5", "(method", "kd:", "snn-kd-harness)", "yes") in rows
+    assert ("conversion.levels", "int", "[1,", "256]", "8", "(method", "conversion:", "snn-kd-harness)", "yes") in rows
+    assert ("resources.cpu", "float", ">", "0", "1.0", "(space", "file)", "no") in rows
+    assert ("search.num_samples", "int", ">=", "1", "8", "(space", "file)", "yes") in rows
     starts = {line.index(word) for line in lines[:-1] for word in line.split()[:1]}
     assert starts == {0}
     owners = {line.rindex("(") for line in lines[1:-1]}

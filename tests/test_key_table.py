@@ -9,7 +9,10 @@ def test_key_table_lists_core_family_method_and_space_file_keys(lax_plugin) -> N
     lax_plugin()
     rows, broken = key_table()
     assert not broken
-    table = {(key, owner): (kind, default) for key, kind, default, owner in rows}
+    table = {(key, owner): (kind, default) for key, kind, default, owner, _ in rows}
+    plan = {key: changes for key, _, _, _, changes in rows}
+    assert plan["kd.alpha"] and plan["search.num_samples"] and plan["methods"] and plan["eval.noise"]
+    assert not plan["resources.cpu"] and not plan["name"]
     assert table["train.lr", "harness"] == ("float > 0", "0.01")
     assert table["snn.time_steps", "harness"] == ("int [1, 1024]", "4")
     assert table["snn.reset", "harness"] == ("hard|soft", "hard")

@@ -86,8 +86,14 @@ def test_a_sqlite_store_is_probed_without_being_made(tmp_path: Path) -> None:
     from harness.errors import HarnessInputError
     from harness.tracking import probe_store
 
-    probe_store(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}", "exp")
-    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "mlflow.db").exists()
+    probe_store(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'mlflow.db'}", "exp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # checked, and nothing of the check stays
     (tmp_path / "file").write_text("")
-    with pytest.raises(HarnessInputError, match=r"cannot make the folder .*file/sub"):
+    with pytest.raises(HarnessInputError, match=r"cannot make the folder .*file/sub or write there"):
         probe_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'mlflow.db'}", "exp")
+
+
+def test_a_recorder_makes_the_folder_of_a_new_sqlite_store(tmp_path: Path, make_config) -> None:
+    uri = f"sqlite:///{tmp_path / 'runs' / 'deep' / 'mlflow.db'}"
+    TrialRecorder(uri, "exp", _spec(make_config)).finish()
+    assert (tmp_path / "runs" / "deep" / "mlflow.db").exists()

@@ -33,7 +33,7 @@ from harness import contract
 from harness.config.dotted import flatten
 from harness.contract import Role, Tag
 from harness.errors import HarnessInputError
-from harness.files import FRESH_START, DamagedState
+from harness.files import FRESH_START, DamagedState, check_writable_folder
 from harness.provenance import cpu_name, environment_tags
 from harness.sweep.callback import MlflowTrialCallback
 from harness.sweep.final import final_runs
@@ -232,17 +232,17 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
 
 
 def check_storage(storage: Path) -> None:
-    """The storage folder exists (it is made if missing) and takes files.
+    """The storage folder can be made (if missing) and takes files; nothing of the check stays.
 
     Raises:
         HarnessInputError: naming `--storage` and why it cannot be written.
     """
     try:
-        storage.mkdir(parents=True, exist_ok=True)
+        check_writable_folder(storage)
     except OSError as exc:
-        raise HarnessInputError(f"--storage {storage}: cannot make that folder ({exc.strerror or exc})") from None
-    if not os.access(storage, os.W_OK | os.X_OK):
-        raise HarnessInputError(f"--storage {storage}: cannot write there (permission denied)")
+        raise HarnessInputError(
+            f"--storage {storage}: cannot make that folder or write there ({exc.strerror or exc})"
+        ) from None
 
 
 def record_sweep(parent: TrackedRun, plan: SweepPlan) -> None:
