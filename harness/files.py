@@ -44,11 +44,11 @@ def check_writable_folder(folder: Path) -> None:
         scratch.write_text("")
         scratch.unlink()
     finally:
-        for made in missing:  # deepest first
+        for made in missing:  # deepest first; one never made (or no longer empty) stays
             try:
                 made.rmdir()
             except OSError:
-                break
+                continue
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:

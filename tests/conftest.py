@@ -299,6 +299,29 @@ def ray_2_cpus():
 
 
 @pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], tuple[str, str]]:
+    """`smoke_store(folder)`: a SQLite store in `folder` holding the smoke sweep's experiment
+    (`smoke-digits`) and its parent run, tagged as `harness.sweep.run` tags it; returns (its
+    tracking URI, the parent's run id). Creating a store takes seconds, so the session makes one
+    and each call copies its file."""
+    import shutil
+
+    from harness.contract import Role, Tag
+    from harness.tracking import TrackedRun
+
+    template = tmp_path_factory.mktemp("smoke-store") / "mlflow.db"
+    name = "smoke-digits"
+    tags = {Tag.ROLE: Role.SWEEP, Tag.TRIAL_ID: f"{name}/sweep", Tag.METHODS: "kd,direct,conversion"}
+    parent = TrackedRun(f"sqlite:///{template}", name, f"sweep-{name}", tags).run_id
+
+    def copy(folder: Path) -> tuple[str, str]:
+        shutil.copy(template, folder / "mlflow.db")
+        return f"sqlite:///{folder / 'mlflow.db'}", parent
+
+    return copy
+
+
+@pytest.fixture(scope="session")
 def smoke_sweep(ray_2_cpus, tmp_path_factory):
     """One real sweep of search_spaces/smoke.yaml for the session: (plan, options, summary)."""
     from harness.sweep.plan import plan_sweep

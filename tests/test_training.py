@@ -212,7 +212,7 @@ def test_a_restored_fitting_trains_its_next_epoch_to_the_same_weights_as_the_uni
     restarted = _tiny_snn(1)  # other initial weights: the state must bring them back
     resumed = _fitting(restarted)
     checkpoint.seek(0)
-    resumed.load_state_dict(torch.load(checkpoint, weights_only=False))
+    resumed.load_state_dict(torch.load(checkpoint, weights_only=True))
     assert all(torch.equal(after_one[k], v) for k, v in _weights(restarted).items())
     resumed.epoch(_cross_entropy(restarted), x, y, image_size=8, epoch=2)
 

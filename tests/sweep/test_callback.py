@@ -3,13 +3,12 @@ runtime) on a real SQLite MLflow store, with the plan of search_spaces/smoke.yam
 planned trial with the contract's tags, params and config; each epoch once (repeats, backfills
 after a restart, a new callback for the same trial); pruned, failed and errored endings; the node tag.
 
-Creating an MLflow SQLite store takes seconds, so the module makes one (with the sweep's parent
-run) and every test works on its own copy of that file in its `tmp_path`.
+Creating an MLflow SQLite store takes seconds, so the session makes one (conftest's `smoke_store`,
+with the sweep's parent run) and every test works on its own copy of that file in its `tmp_path`.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from harness.contract import Role, Tag
 from harness.sweep.callback import MlflowTrialCallback
 from harness.sweep.plan import SweepPlan, plan_sweep
 from harness.sweep.protocol import BACKFILL_KEY, FAILURE_KEY, NODE_KEY, PlannedTrial
-from harness.tracking import CONFIG_ARTIFACT, TrackedRun
+from harness.tracking import CONFIG_ARTIFACT
 
 SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
 EXPERIMENT = "smoke-digits"  # the space's name: the experiment and the first part of every harness.trial_id
@@ -55,24 +54,9 @@ def smoke() -> SweepPlan:
     return plan_sweep(SMOKE)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A store holding the experiment and the sweep's parent run (tagged as run.py tags it)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    parent = TrackedRun(
-        f"sqlite:///{db}",
-        EXPERIMENT,
-        f"sweep-{EXPERIMENT}",
-        {Tag.ROLE: Role.SWEEP, Tag.TRIAL_ID: f"{EXPERIMENT}/sweep", Tag.METHODS: "kd,direct,conversion"},
-    )
-    return db, parent.run_id
-
-
 @pytest.fixture
-def store(template: tuple[Path, str], tmp_path: Path) -> Store:
-    db, parent_run_id = template
-    shutil.copy(db, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(smoke_store, tmp_path: Path) -> Store:
+    uri, parent_run_id = smoke_store(tmp_path)
     return Store(uri, parent_run_id, MlflowClient(uri))
 
 

@@ -8,7 +8,6 @@ that returns a prepared outcome (the CLI's part is only printing and the exit co
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from harness.sweep.plan import SweepPlan, plan_sweep
 from harness.sweep.protocol import PlannedTrial
 from harness.sweep.run import MethodOutcome, SweepOptions, SweepOutcome, end_orphans, missing_finals
 from harness.sweep.search import CHOICES_FILE, read_choices, record_choice
-from harness.tracking import TrackedRun, TrialRecorder
+from harness.tracking import TrialRecorder
 
 SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
 EXPERIMENT = "smoke-digits"
@@ -38,19 +37,10 @@ def smoke() -> SweepPlan:
     return plan_sweep(SMOKE)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A store with the experiment and the sweep's parent run (creating one takes seconds: tests copy it)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tags = {Tag.ROLE: Role.SWEEP, Tag.TRIAL_ID: f"{EXPERIMENT}/sweep"}
-    parent = TrackedRun(f"sqlite:///{db}", EXPERIMENT, f"sweep-{EXPERIMENT}", tags)
-    return db, parent.run_id
-
-
 @pytest.fixture
-def options(template: tuple[Path, str], tmp_path: Path) -> SweepOptions:
-    shutil.copy(template[0], tmp_path / "mlflow.db")
-    return SweepOptions(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment=EXPERIMENT, storage=tmp_path)
+def options(smoke_store, tmp_path: Path) -> SweepOptions:
+    uri, _ = smoke_store(tmp_path)
+    return SweepOptions(tracking_uri=uri, experiment=EXPERIMENT, storage=tmp_path)
 
 
 def record_final(
