@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,12 +93,13 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
 def describe_refusal(exc: MlflowException) -> str:
     """One line on why the store refused (credentials, permission, no answer, or its own first line)."""
     text = str(exc)
-    if "401" in text:
-        return "the server refused the credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
-    if "403" in text:
-        return "this user may not use the experiment (permission denied)"
+    # No answer first: the message then holds the address, whose port may read like a status (35401).
     if any(sign in text for sign in ("Connection refused", "Max retries exceeded", "timed out", "Name or service")):
         return f"no tracking server answers there (within {PROBE_TIMEOUT_S} s); start it, or check the address"
+    if re.search(r"\b401\b", text):
+        return "the server refused the credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+    if re.search(r"\b403\b", text):
+        return "this user may not use the experiment (permission denied)"
     return text.splitlines()[0][:300]
 
 

@@ -97,3 +97,21 @@ def test_a_recorder_makes_the_folder_of_a_new_sqlite_store(tmp_path: Path, make_
     uri = f"sqlite:///{tmp_path / 'runs' / 'deep' / 'mlflow.db'}"
     TrialRecorder(uri, "exp", _spec(make_config)).finish()
     assert (tmp_path / "runs" / "deep" / "mlflow.db").exists()
+
+
+def test_a_refusal_is_worded_by_its_cause_not_by_digits_in_the_address() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from harness.tracking import describe_refusal
+
+    unreachable = MlflowException(
+        "API request to http://127.0.0.1:35401/api/2.0/mlflow/experiments/get-by-name failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=35401): Max retries exceeded with url: ... Connection refused"
+    )
+    assert describe_refusal(unreachable).startswith("no tracking server answers there")
+    refused = MlflowException(
+        "API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code 401"
+    )
+    assert describe_refusal(refused).startswith("the server refused the credentials")
+    forbidden = MlflowException("failed with error code 403 != 200")
+    assert describe_refusal(forbidden) == "this user may not use the experiment (permission denied)"

@@ -76,3 +76,89 @@ def test_train_logs_to_an_authenticated_server_and_refuses_without_credentials(
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(key, None)
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+
+
+def _start_server(tmp_path: Path, port: int, log_name: str) -> subprocess.Popen:
+    """A plain `mlflow server` on 127.0.0.1:`port` over the store `server.db` in `tmp_path`, once it answers."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    command += ["--artifacts-destination", str(tmp_path / "artifacts")]
+    log = (tmp_path / log_name).open("w")
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except (urllib.error.URLError, ConnectionError):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / log_name).read_text()
+            time.sleep(0.5)
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, 9)
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sweep_survives_its_tracking_server_dropping_for_a_few_seconds(
+    tmp_path: Path, free_port: Callable[[], int], mlflow_runs
+) -> None:
+    """The server is killed while trials run and comes back on the same port a few seconds later:
+    MLflow's client retries (the fast probe's settings apply to the first request only), and the
+    record ends whole: one FINISHED run per planned trial, every epoch logged once."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    space = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml").read_text())
+    space.update(methods=["direct"], space={"student.width": {"categorical": [4, 8]}})
+    space["fixed"]["train.epochs"] = 3
+    space["search"].update({"num_samples": 2, "final_repeats": 0, "scheduler": {"name": "none"}})
+    path = tmp_path / "drop.yaml"
+    path.write_text(yaml.safe_dump(space))
+    port = free_port()
+    server = _start_server(tmp_path, port, "server-1.log")
+    store = f"sqlite:///{tmp_path / 'server.db'}"  # what the server writes, read directly
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "sweep",
+            "--space",
+            str(path),
+            "--tracking-uri",
+            f"http://127.0.0.1:{port}",
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(r.data.tags.get("harness.role") == "trial" for r in mlflow_runs(store, "smoke-digits")):
+            assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "driver.log").read_text()[-3000:]
+            time.sleep(0.5)
+        _stop_server(server)  # the trials go on; the driver's next writes meet a closed port
+        time.sleep(4)
+        server = _start_server(tmp_path, port, "server-2.log")
+        code = driver.wait(timeout=400)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+        _stop_server(server)
+    assert code == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    runs = [r for r in mlflow_runs(store, "smoke-digits") if r.data.tags["harness.role"] != "sweep"]
+    assert sorted(r.data.tags["harness.trial_id"] for r in runs) == [
+        "smoke-digits/trial/direct/0",
+        "smoke-digits/trial/direct/1",
+    ]
+    client = MlflowClient(store)
+    for run in runs:
+        assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("harness.failure_reason"))
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == [1, 2, 3], (run.info.run_name, steps)
