@@ -73,7 +73,7 @@ class ConversionMethod(StudentMethod):
     @classmethod
     def preflight(cls, config: TrialConfig) -> None:
         # Convertibility does not depend on the input shape: check a nominal one.
-        nominal = dict(in_channels=3, num_classes=10, image_size=32)
+        nominal = dict(in_channels=3, num_classes=10, image_shape=(32, 32))
         check_convertible(config.student.build(activation=_activation(config), pool="avg", **nominal))
 
     def build_network(self) -> SpikingNetwork:

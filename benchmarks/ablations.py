@@ -64,7 +64,7 @@ def step_unit(setup: Setup, variant: str) -> Callable[[], Timing]:
     x, y = setup.data.train_x[: setup.samples], setup.data.train_y[: setup.samples]
 
     def run() -> None:
-        method.fitting.epoch(loss_fn, x, y, setup.data.image_size, 1)
+        method.fitting.epoch(loss_fn, x, y, 1)
 
     return lambda: timed(run)
 

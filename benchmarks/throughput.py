@@ -140,7 +140,7 @@ def harness_unit(setup: Setup, depth: int, time_steps: int, plain_lif: bool = Fa
 
     def run() -> None:
         with autocast(setup):
-            method.fitting.epoch(method.loss, x, y, setup.data.image_size, 1)
+            method.fitting.epoch(method.loss, x, y, 1)
 
     return lambda: timed(run), method.student
 
@@ -149,7 +149,7 @@ def reference_unit(setup: Setup, depth: int, time_steps: int, seed: int = 0):
     """A callable timing `setup.batches` reference training batches, and the network it trains."""
     data = setup.data
     torch.manual_seed(seed)
-    net = SpikingResNet(depth, setup.width, data.in_channels, data.num_classes, data.image_size, time_steps)
+    net = SpikingResNet(depth, setup.width, data.in_channels, data.num_classes, data.image_shape[0], time_steps)
     net = net.to(setup.device)
     if setup.amp == "bf16":
         fp32_neurons(net)

@@ -6,7 +6,7 @@ teacher is trained inside the trial that first needs it, with the same data and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from spikingjelly.activation_based import functional
 
 from harness.config.sections import TrialConfig
 from harness.data import DataSplits
-from harness.errors import PluginError
+from harness.errors import HarnessInputError, PluginError
 from harness.models import ENCODERS, MODELS, ActivationFactory, Encoder, ModelArgs, SpikingNetwork, create_encoder
 from harness.registry import Registry
 
@@ -60,13 +60,16 @@ def network_for(
     """
     torch.manual_seed(ctx.config.seed if seed is None else seed)
     data = ctx.data
-    net = spec.build(
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        activation=activation,
-        pool=pool,
-    )
+    try:
+        net = spec.build(
+            in_channels=data.in_channels,
+            num_classes=data.num_classes,
+            image_shape=data.image_shape,
+            activation=activation,
+            pool=pool,
+        )
+    except (ValueError, HarnessInputError) as exc:
+        raise _cannot_take(spec, data.train_x.shape[1:], exc) from None
     net.encoder = encoder if encoder is not None else ctx.encoder()
     net = net.to(ctx.device)
     check_network(net, spec, data.train_x[:PROBE_IMAGES], data.num_classes, ctx.config.encoding.name)
@@ -86,7 +89,9 @@ def check_network(net: SpikingNetwork, spec: ModelArgs, images: torch.Tensor, cl
     the network is as it was, and so are the trial's random numbers.
 
     Raises:
-        PluginError: naming the model family's (or the encoding's) entry point and distribution.
+        PluginError: naming the model family's (or the encoding's) entry point and distribution:
+            a wrong output shape, or a forward pass that fails on the data's image shape (a
+            family built for square images given 20x28 ones, say).
     """
     steps, batch = PROBE_TIME_STEPS, len(images)
     was_training = net.training
@@ -103,13 +108,23 @@ def check_network(net: SpikingNetwork, spec: ModelArgs, images: torch.Tensor, cl
                     f"encodes {list(images.shape)} images at T = {steps} as {_shape_of(encoded)}; expected {expected}"
                 )
                 raise _broken(ENCODERS, "input encoding", encoding, what)
-            logits = net(images, steps)
+            try:
+                logits = net(images, steps)
+            except RuntimeError as exc:  # torch's shape mismatches are RuntimeErrors
+                raise _cannot_take(spec, images.shape[1:], exc) from None
             if not _shaped(logits, lambda shape: shape == (steps, batch, classes)):
                 what = f"returns {_shape_of(logits)} for {batch} images at T = {steps}; expected [T, B, K] logits = "
                 raise _broken(MODELS, "model family", spec.arch, what + str([steps, batch, classes]))
     finally:
         functional.reset_net(net)
         net.train(was_training)
+
+
+def _cannot_take(spec: ModelArgs, shape: Sequence[int], exc: BaseException) -> PluginError:
+    """The family cannot be built for, or run on, images of `shape` `[C, H, W]`."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    what = f"cannot take {' x '.join(map(str, shape))} (C x H x W) images: {reason}"
+    return _broken(MODELS, "model family", spec.arch, what)
 
 
 def _shaped(value: Any, fits: Callable[[tuple[int, ...]], bool]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.data import DATASETS
+from harness.data.augment import AUGMENTATIONS
 from harness.methods.base import METHODS
 from harness.models import ENCODERS, MODELS
 from harness.noise import NOISES
@@ -20,6 +21,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "datasets": DATASETS,
     "noises": NOISES,
     "encoders": ENCODERS,
+    "augmentations": AUGMENTATIONS,
 }
 """Every registry by its group's last part (`snn_kd_harness.<part>`)."""
 

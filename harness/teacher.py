@@ -54,7 +54,7 @@ def teacher_key_of(config: TrialConfig) -> str:
     cfg = config.model_dump(mode="json")
     identity: dict[str, Any] = {
         "format": CACHE_FORMAT,
-        "dataset": {k: cfg["dataset"][k] for k in ("name", "val_fraction", "split_seed")},
+        "dataset": {k: cfg["dataset"][k] for k in ("name", "val_fraction", "split_seed", "image_size")},
         "teacher": {k: v for k, v in cfg["teacher"].items() if k != "seed"},  # the seed is below
         "train": {k: cfg["train"][k] for k in ("batch_size", "momentum", "weight_decay", "schedule", "augment")},
         "seed": config.teacher.seed_for(config.seed),
@@ -98,7 +98,7 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
 
     evaluate = dict(time_steps=1, batch_size=cfg.train.eval_batch_size)
     for epoch in range(1, teacher.epochs + 1):
-        loss = fitting.epoch(loss_fn, data.train_x, data.train_y, data.image_size, epoch)
+        loss = fitting.epoch(loss_fn, data.train_x, data.train_y, epoch)
         val = accuracy(model, data.val_x, data.val_y, **evaluate)
         ctx.log(f"teacher epoch {epoch}/{teacher.epochs}  loss {loss:.4f}  val_accuracy {val:.4f}")
     metrics = {

@@ -237,7 +237,7 @@ class TrackedRun:
                 source_type="harness",
                 source=json.dumps(split["source"], sort_keys=True),
                 schema=json.dumps({"image": split["shape"], "label": "int64"}),
-                profile=json.dumps({"samples": split["samples"]}),
+                profile=json.dumps({key: split[key] for key in ("samples", "loader", "mean", "std") if key in split}),
             )
             inputs.append(DatasetInput(dataset, tags=[InputTag(DATA_CONTEXT, _CONTEXTS.get(part, part))]))
         self.client.log_inputs(self.run_id, datasets=inputs)

@@ -1,7 +1,8 @@
-"""Loop phases shared by every method: batching, augmentation, one epoch, evaluation.
+"""Loop phases shared by every method: batching, one epoch, evaluation.
 
 Data are tensors already on the trial's device (`harness.data.DataSplits`), so batching is
-slicing by a shuffled index; no DataLoader workers. Networks take images in [0, 1] (their
+slicing by a shuffled index, or with `dataset.loader: stream` batches read by a DataLoader
+(`harness.data.stream`): the same batches either way. Networks take images in [0, 1] (their
 encoder normalises them). Neuron state is reset after every batch.
 
 `Fitting` is the one training loop body: the optimiser, its schedule and the data-order
@@ -18,17 +19,21 @@ from contextvars import ContextVar
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
 from harness.config.sections import TrainConfig
 from harness.contract import noise_metric
+from harness.data.augment import AugmentFn, create_augmentation
+from harness.data.stream import Images, batches_of
 from harness.errors import PluginError, TrialFailed
 from harness.noise import apply_noise
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """Maps (images in [0, 1], labels) to a scalar loss; it runs the network(s) itself."""
+
+Corruption = Callable[[Tensor, int], Tensor]
+"""Maps (a batch of test images, the index of its first sample) to the batch as evaluated."""
 
 BatchHook = Callable[[int, int], None]
 """Called after every training step with (batches done in this epoch, batches in the epoch).
@@ -52,31 +57,10 @@ def batch_hook(hook: BatchHook | None) -> Iterator[None]:
         _BATCH_HOOK.reset(token)
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
-    """Index tensors of a random permutation of `range(n)`, `batch_size` at a time."""
-    order = torch.randperm(n, generator=generator).to(device)
-    yield from order.split(batch_size)
-
-
-def random_shift(x: Tensor, generator: torch.Generator, max_shift: int) -> Tensor:
-    """Translates each image by up to `max_shift` pixels (zero padding), the usual MNIST/CIFAR
-    augmentation, vectorised over the batch."""
-    if max_shift == 0:
-        return x
-    b, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4)
-    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).to(x.device)
-    rows = torch.arange(h, device=x.device)[None, :] + offsets[0][:, None]  # [B, H]
-    cols = torch.arange(w, device=x.device)[None, :] + offsets[1][:, None]  # [B, W]
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    # [B, H, W, C] after advanced indexing on dims 0, 2, 3; move channels back.
-    shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return shifted.permute(0, 3, 1, 2).contiguous()
-
-
-def shift_for(image_size: int) -> int:
-    """Augmentation range: 1 pixel for 8x8 digits, 2 for 28x28 and larger."""
-    return 1 if image_size < 16 else 2
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """CPU index tensors of a random permutation of `range(n)`, `batch_size` at a time: the
+    whole epoch's order, drawn before any batch is read (so streaming workers can read ahead)."""
+    return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
 def make_optimizer(
@@ -111,7 +95,7 @@ class Fitting:
         train: The shared optimisation settings (`train.*`).
         epochs: Length of the run (the cosine schedule decays over all of it).
         samples: Training samples per epoch.
-        seed: Seed of the data order and augmentation.
+        seed: Seed of the data order and augmentation (`train.augment`, `harness.data.augment`).
         optimizer, lr: Override `train.optimizer` / `train.lr` (the teacher's own).
         owner: Who computes the loss, for messages (`method 'kd' (entry point ... of ...)`).
 
@@ -140,10 +124,9 @@ class Fitting:
         self.optimizer = make_optimizer(params, train, optimizer, lr)
         self.schedule = make_schedule(self.optimizer, train, epochs * -(-samples // train.batch_size))
         self.generator = torch.Generator().manual_seed(seed)
+        self.augment = create_augmentation(train.augment)
 
-    def epoch(
-        self, loss_fn: LossFn, x: Tensor, y: Tensor, image_size: int, epoch: int, on_batch: BatchHook | None = None
-    ) -> float:
+    def epoch(self, loss_fn: LossFn, x: Images, y: Tensor, epoch: int, on_batch: BatchHook | None = None) -> float:
         """One pass over (`x`, `y`) with `loss_fn`; returns the mean loss. `on_batch` (default:
         the hook of an enclosing `batch_hook` block, if any) runs after every step."""
         return train_one_epoch(
@@ -155,7 +138,7 @@ class Fitting:
             loss_fn if self.checked else self._checking(loss_fn),
             batch_size=self.train.batch_size,
             generator=self.generator,
-            augment_shift=shift_for(image_size) if self.train.augment else 0,
+            augment=self.augment,
             epoch=epoch,
             on_batch=on_batch if on_batch is not None else _BATCH_HOOK.get(),
         )
@@ -194,13 +177,13 @@ def train_one_epoch(
     modules: list[nn.Module],
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
-    x: Tensor,
+    x: Images,
     y: Tensor,
     loss_fn: LossFn,
     *,
     batch_size: int,
     generator: torch.Generator,
-    augment_shift: int,
+    augment: AugmentFn,
     epoch: int,
     on_batch: BatchHook | None = None,
 ) -> float:
@@ -214,7 +197,7 @@ def train_one_epoch(
         loss_fn: (images, labels) -> scalar loss.
         batch_size: Samples per step.
         generator: Drives shuffling and augmentation (seeded by the trial).
-        augment_shift: Maximum random translation in pixels (0 = none).
+        augment: The augmentation policy, applied to every batch with `generator`.
         epoch: For the NaN message.
         on_batch: Called after every step with (batches done, batches in the epoch); progress
             display only (it gets no tensor and changes nothing the loop computes).
@@ -224,12 +207,13 @@ def train_one_epoch(
     """
     for module in modules:
         module.train()
-    total = torch.zeros((), device=x.device)
+    total = torch.zeros((), device=y.device)
     batches = 0
     steps = -(-len(x) // batch_size)
-    for index in shuffled_batches(len(x), batch_size, generator, x.device):
-        images = random_shift(x[index], generator, augment_shift)
-        loss = loss_fn(images, y[index])
+    order = shuffled_batches(len(x), batch_size, generator)
+    for index, batch in zip(order, batches_of(x, order), strict=True):
+        images = augment(batch, generator)
+        loss = loss_fn(images, y[index.to(y.device)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -270,20 +254,24 @@ def _check_finite(total: Tensor, epoch: int, batch: int) -> None:
 @torch.inference_mode()
 def predict_steps(
     model: nn.Module,
-    x: Tensor,
+    x: Images,
     *,
     time_steps: int,
     batch_size: int,
     before_batch: Callable[[int], None] | None = None,
+    corrupt: Corruption | None = None,
 ) -> Tensor:
     """Per-step logits `[T, N, K]` of a (spiking) network, state reset after each batch.
 
-    `before_batch(size)` runs before each forward pass (op counters need the batch size).
+    `before_batch(size)` runs before each forward pass (op counters need the batch size);
+    `corrupt(images, start)` transforms each batch first (`start`: the index of its first sample).
     """
     model.eval()
     outputs = []
     for start in range(0, len(x), batch_size):
         images = x[start : start + batch_size]
+        if corrupt is not None:
+            images = corrupt(images, start)
         if before_batch is not None:
             before_batch(len(images))
         outputs.append(model(images, time_steps))
@@ -303,20 +291,22 @@ def cumulative_accuracy(step_logits: Tensor, y: Tensor) -> Tensor:
 
 def accuracy(
     model: nn.Module,
-    x: Tensor,
+    x: Images,
     y: Tensor,
     *,
     time_steps: int,
     batch_size: int,
+    corrupt: Corruption | None = None,
 ) -> float:
-    """Accuracy (fraction) of the time-averaged logits at `time_steps`."""
-    steps = predict_steps(model, x, time_steps=time_steps, batch_size=batch_size)
+    """Accuracy (fraction) of the time-averaged logits at `time_steps` (of the images as
+    `corrupt` leaves them, if given)."""
+    steps = predict_steps(model, x, time_steps=time_steps, batch_size=batch_size, corrupt=corrupt)
     return cumulative_accuracy(steps, y)[-1].item()
 
 
 def noise_accuracies(
     model: nn.Module,
-    x: Tensor,
+    x: Images,
     y: Tensor,
     noise: Mapping[str, Sequence[float]],
     *,
@@ -325,11 +315,16 @@ def noise_accuracies(
     batch_size: int,
 ) -> dict[str, float]:
     """Accuracy of `model` on `x` corrupted by every (type, level) of `noise`, keyed
-    `<prefix><type>/<level>`. Corruptions are seeded per (type, level, sample), so every model
-    evaluated this way sees the same corrupted images."""
+    `<prefix><type>/<level>`. Corruptions are seeded per (type, level, sample index), so every
+    model evaluated this way sees the same corrupted images, batch by batch (a streamed split is
+    never corrupted whole)."""
+
+    def corruption(kind: str, level: float) -> Corruption:
+        return lambda images, start: apply_noise(images, kind, level, start_index=start)
+
     return {
         noise_metric(kind, level, prefix): accuracy(
-            model, apply_noise(x, kind, level), y, time_steps=time_steps, batch_size=batch_size
+            model, x, y, time_steps=time_steps, batch_size=batch_size, corrupt=corruption(kind, level)
         )
         for kind, levels in noise.items()
         for level in levels

@@ -19,7 +19,7 @@ import torch
 
 from harness import contract
 from harness.config.sections import TrialConfig
-from harness.data import DataSplits, load_dataset
+from harness.data import DataSplits, load_splits
 from harness.efficiency import count_ops
 from harness.methods import Method, TrialContext, create_method
 from harness.models import count_parameters
@@ -53,15 +53,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_trial_data(config: TrialConfig, device: torch.device) -> DataSplits:
     """The splits of `dataset.*`, as tensors on `device`."""
-    ds = config.dataset
-    return load_dataset(
-        ds.name,
-        root=ds.root,
-        download=ds.download,
-        val_fraction=ds.val_fraction,
-        split_seed=ds.split_seed,
-        device=device,
-    )
+    return load_splits(config.dataset, device)
 
 
 def provenance(config: TrialConfig, data: DataSplits, device: torch.device) -> dict[str, Any]:
@@ -77,6 +69,9 @@ def provenance(config: TrialConfig, data: DataSplits, device: torch.device) -> d
                 "samples": len(x),
                 "shape": list(x.shape[1:]),
                 "source": config.dataset.model_dump(mode="json"),
+                "loader": data.loader,  # what `dataset.loader: auto` decided
+                # The input normalisation every encoder applies: the training split's statistics.
+                **({"mean": list(data.mean), "std": list(data.std)} if part == "train" else {}),
             }
             for part, x in splits.items()
         },

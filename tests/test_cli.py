@@ -278,6 +278,10 @@ def test_train_honours_mlflow_tracking_uri_and_records_how_to_reproduce_the_run(
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"digits/train", "digits/val", "digits/test"}
     assert {t.value for d in inputs.values() for t in d.tags} == {"training", "validation", "test"}
+    # The normalisation statistics come from the training split, and are logged with it.
+    train_profile = json.loads(inputs["digits/train"].dataset.profile)
+    assert train_profile["loader"] == "tensor" and len(train_profile["mean"]) == len(train_profile["std"]) == 1
+    assert 0 < train_profile["mean"][0] < 1 and "mean" not in json.loads(inputs["digits/test"].dataset.profile)
     assert not any(
         key.startswith(("kd.", "conversion.", "teacher.")) for key in run.data.params
     )  # direct reads neither

@@ -97,7 +97,7 @@ def test_the_check_leaves_the_network_and_the_random_numbers_as_they_were(ctx) -
     net = network_for(trial, spec, make_lif(), seed=5)  # seeds, builds, checks
     after_the_check = torch.rand(3)
     torch.manual_seed(5)
-    built = spec.build(in_channels=1, num_classes=10, image_size=8, activation=make_lif(), pool="max")
+    built = spec.build(in_channels=1, num_classes=10, image_shape=(8, 8), activation=make_lif(), pool="max")
     assert torch.equal(torch.rand(3), after_the_check)  # the check drew nothing from the trial's generator
     assert net.training
     weights = zip(net.state_dict().values(), built.state_dict().values(), strict=True)

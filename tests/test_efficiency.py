@@ -58,7 +58,7 @@ def test_conv_acs_equal_active_synapses() -> None:
 def test_spiking_network_counts() -> None:
     torch.manual_seed(0)
     # Batch statistics (train mode) keep every stage firing, so the pooled rates are analog.
-    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_size=8, activation=make_lif())
+    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_shape=8, activation=make_lif())
     x = torch.randn(6, 1, 8, 8)
     with torch.no_grad(), count_ops(net, 4) as counts:
         counts.batch = counts.samples = 6

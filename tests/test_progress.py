@@ -18,6 +18,7 @@ from torch import nn
 
 from harness.cli import main
 from harness.contract import Role
+from harness.data.augment import shift
 from harness.progress import TrainProgress, format_duration, write
 from harness.sweep.plan import plan_sweep
 from harness.sweep.progress import SweepProgress
@@ -89,7 +90,7 @@ def _epoch(on_batch=None) -> tuple[float, torch.Tensor]:
         loss_fn,
         batch_size=16,
         generator=torch.Generator().manual_seed(1),
-        augment_shift=1,
+        augment=shift,
         epoch=1,
         on_batch=on_batch,
     )

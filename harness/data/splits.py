@@ -1,7 +1,9 @@
 """Train / validation / test tensors of a registered dataset, split by `split_seed` alone.
 
-Every dataset is loaded whole into tensors (no DataLoader, no workers): images are float32
-`[N, C, H, W]` in `[0, 1]`, labels int64 `[N]`.
+By default every dataset is loaded whole into tensors on the trial's device (no DataLoader, no
+workers): images are float32 `[N, C, H, W]` in `[0, 1]`, labels int64 `[N]`. With
+`dataset.loader: stream` (or `auto` for a set too large for the device) the images are read batch
+by batch instead (`harness.data.stream`); the splits are the same either way.
 
 Splits:
     The split depends only on `split_seed` (and `val_fraction`), never on a trial's seed, so
@@ -35,6 +37,7 @@ from harness.config.base import describe_error, fields_of
 from harness.data.cache import cached_raw, raw_digest, split_digest
 from harness.data.entry import DATASETS, DatasetConfig, RawArrays, normalise_root
 from harness.data.stats import channel_stats
+from harness.data.stream import STREAM, StreamedImages, choose_loader
 from harness.errors import HarnessInputError
 
 #: Fraction of the shipped (single-pool) datasets held out as the test split.
@@ -49,26 +52,30 @@ class DataSplits:
 
     Attributes:
         name: The registry name of the dataset.
-        train_x: float32 images `[N, C, H, W]` in `[0, 1]`; likewise `val_x`, `test_x`.
+        train_x: float32 images `[N, C, H, W]` in `[0, 1]` (a tensor on the device, or with
+            `dataset.loader: stream` a `StreamedImages` that reads them batch by batch,
+            `harness.data.stream`); likewise `val_x`, `test_x`.
         train_y: int64 labels `[N]` in `[0, num_classes)`; likewise `val_y`, `test_y`.
         num_classes: Number of classes.
         mean: Per-channel mean of `train_x` (the direct encoding normalises with it).
         std: Per-channel (population) standard deviation of `train_x`.
         digests: Per split (`train`, `val`, `test`), a SHA-256 of the dataset's files as read
             and of the split's sample indices: equal digests, the same images and labels.
+        loader: How the images are held: `tensor` or `stream` (`dataset.loader`, `auto` decided).
     """
 
     name: str
-    train_x: Tensor
+    train_x: Tensor | StreamedImages
     train_y: Tensor
-    val_x: Tensor
+    val_x: Tensor | StreamedImages
     val_y: Tensor
-    test_x: Tensor
+    test_x: Tensor | StreamedImages
     test_y: Tensor
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    loader: str = "tensor"
 
     @property
     def in_channels(self) -> int:
@@ -76,9 +83,9 @@ class DataSplits:
         return int(self.train_x.shape[1])
 
     @property
-    def image_size(self) -> int:
-        """Image height H (images are square)."""
-        return int(self.train_x.shape[2])
+    def image_shape(self) -> tuple[int, int]:
+        """Image (height, width): what every model family is built for; not necessarily square."""
+        return (int(self.train_x.shape[2]), int(self.train_x.shape[3]))
 
     def to(self, device: str | torch.device) -> DataSplits:
         """Returns a copy with all tensors moved to `device`."""
@@ -115,15 +122,6 @@ def _labels(y: np.ndarray, index: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(y[index], dtype=np.int64))
 
 
-def _images(x: np.ndarray, index: np.ndarray, scale: float) -> Tensor:
-    # Fancy indexing copies, so the read-only cache is never shared with the caller.
-    return torch.from_numpy(np.ascontiguousarray(x[index])).to(torch.float32).div_(scale)
-
-
-def _labels(y: np.ndarray, index: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(y[index], dtype=np.int64))
-
-
 def _validate_raw(name: str, raw: RawArrays) -> None:
     for label, x, y in (("train", raw.x, raw.y), ("test", raw.test_x, raw.test_y)):
         if x is None:
@@ -146,6 +144,9 @@ def load_dataset(
     download: bool = False,
     val_fraction: float = 0.1,
     split_seed: int = 0,
+    image_size: int | tuple[int, int] | None = None,
+    loader: str = "auto",
+    workers: int = 0,
     device: str | torch.device = "cpu",
 ) -> DataSplits:
     """Loads a registered dataset as train / validation / test tensors.
@@ -158,6 +159,10 @@ def load_dataset(
         download: Whether the torchvision sets may download missing files.
         val_fraction: Fraction of the training pool held out for validation, in (0, 0.5].
         split_seed: Seed of the stratified splits.
+        image_size: Resize every image to (height, width), or a square of that side; None
+            keeps the files' own size (`harness.data.cache`).
+        loader, workers: `tensor`, `stream` or `auto`, and the DataLoader's worker processes
+            when streaming (`harness.data.stream`).
         device: Device of the returned tensors.
 
     Returns:
@@ -174,10 +179,23 @@ def load_dataset(
             download=download,
             val_fraction=val_fraction,
             split_seed=split_seed,
+            image_size=image_size,
+            loader=loader,
+            workers=workers,
         )
     except ValidationError as exc:
         key, message = describe_error(exc.errors()[0], fields_of(DatasetConfig))
         raise HarnessInputError(f"dataset.{key}: {message}") from None
+    return load_splits(config, device)
+
+
+def load_splits(config: DatasetConfig, device: str | torch.device = "cpu") -> DataSplits:
+    """`load_dataset` for a validated `dataset.*` section (what a trial reads).
+
+    Raises:
+        HarnessInputError: missing root or files, or files the dataset's entry cannot read.
+    """
+    name, root, download = config.name, config.root, config.download
     val_fraction, split_seed = config.val_fraction, config.split_seed
     entry = DATASETS.get(name)
     root_key = normalise_root(entry, root)
@@ -187,35 +205,43 @@ def load_dataset(
             entry.check(root_key, False)
         except HarnessInputError:
             # Fetch the files once; the cached read below then finds them on disk.
-            entry.load(root_key, True)
-    raw = cached_raw(name, root_key)
+            entry.read(root_key, True, config.image_size)
+    raw = cached_raw(name, root_key, config.image_size)
     _validate_raw(name, raw)
 
     if raw.test_x is None:
         pool = np.arange(len(raw.y))
         pool, test_index = _stratified_split(name, pool, raw.y, SHIPPED_TEST_FRACTION, split_seed)
         train_index, val_index = _stratified_split(name, pool, raw.y, val_fraction, split_seed)
-        test_x, test_y = _images(raw.x, test_index, raw.scale), _labels(raw.y, test_index)
+        test_pool, test_labels = raw.x, raw.y
     else:
         assert raw.test_y is not None
         train_index, val_index = _stratified_split(name, np.arange(len(raw.y)), raw.y, val_fraction, split_seed)
         test_index = np.arange(len(raw.test_y))
-        test_x, test_y = _images(raw.test_x, test_index, raw.scale), _labels(raw.test_y, test_index)
-    whole = raw_digest(name, root_key)
+        test_pool, test_labels = raw.test_x, raw.test_y
+    whole = raw_digest(name, root_key, config.image_size)
     parts = {"train": train_index, "val": val_index, "test": test_index}
+    device = torch.device(device)
+    samples = sum(len(index) for index in parts.values())
+    loader = choose_loader(config.loader, samples * int(np.prod(raw.x.shape[1:])) * 4, device)
+
+    def images(pool: np.ndarray, index: np.ndarray) -> Tensor | StreamedImages:
+        if loader == STREAM:
+            return StreamedImages(pool, index, raw.scale, device, config.workers)
+        return _images(pool, index, raw.scale).to(device)
 
     mean, std = channel_stats(raw.x, train_index, raw.scale)
-    splits = DataSplits(
+    return DataSplits(
         name=name,
-        train_x=_images(raw.x, train_index, raw.scale),
-        train_y=_labels(raw.y, train_index),
-        val_x=_images(raw.x, val_index, raw.scale),
-        val_y=_labels(raw.y, val_index),
-        test_x=test_x,
-        test_y=test_y,
+        train_x=images(raw.x, train_index),
+        train_y=_labels(raw.y, train_index).to(device),
+        val_x=images(raw.x, val_index),
+        val_y=_labels(raw.y, val_index).to(device),
+        test_x=images(test_pool, test_index),
+        test_y=_labels(test_labels, test_index).to(device),
         num_classes=raw.num_classes,
         mean=mean,
         std=std,
         digests={part: split_digest(whole, part, index) for part, index in parts.items()},
+        loader=loader,
     )
-    return splits if torch.device(device) == torch.device("cpu") else splits.to(device)

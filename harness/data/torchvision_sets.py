@@ -2,7 +2,8 @@
 
 Each is read with its torchvision class (`train=True` for train + validation, `train=False`
 for test) and its `.data` / `.targets` converted straight to arrays, without a DataLoader.
-Files are fetched only with `dataset.download: true`. The `check` of each entry looks for the
+Files are fetched only with `dataset.download: true`. CIFAR trains with `crop_flip` by default
+(`train.augment: auto`), the MNIST family with `shift`. The `check` of each entry looks for the
 files torchvision will read, before anything is loaded, so a missing dataset fails fast with
 a one-line HarnessInputError naming the folder expected under the root.
 
@@ -132,11 +133,12 @@ def _make_load(name: str, class_name: str, hwc: bool, num_classes: int) -> Any:
 
 def _entry(name: str, class_name: str, layout: str, hwc: bool, num_classes: int) -> DatasetEntry:
     """`class_name`'s entry; `layout` (the folder under the root) is for messages, `hwc` says
-    whether images are stored [N, H, W, C]."""
+    whether images are stored [N, H, W, C] (the colour sets, which train with `crop_flip`)."""
     return DatasetEntry(
         load=_make_load(name, class_name, hwc, num_classes),
         check=_make_check(name, class_name, layout),
         needs_root=True,
+        augment="crop_flip" if hwc else "shift",
     )
 
 

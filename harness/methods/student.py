@@ -65,7 +65,7 @@ class StudentMethod(Method):
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         data = self.ctx.data
-        return {"train_loss": self.fitting.epoch(self.loss, data.train_x, data.train_y, data.image_size, epoch)}
+        return {"train_loss": self.fitting.epoch(self.loss, data.train_x, data.train_y, epoch)}
 
     def network(self) -> SpikingNetwork:
         return self.student

@@ -9,7 +9,7 @@ builds is a `SpikingNetwork` (`harness.models.base`).
 
 from __future__ import annotations
 
-from harness.models.args import MODELS, ModelArgs
+from harness.models.args import MODELS, ImageShape, ModelArgs
 from harness.models.base import ActivationFactory, SpikingNetwork, count_parameters, create_model, list_models
 from harness.models.encoders import ENCODERS, Encoder, create_encoder, list_encoders
 from harness.models.neurons import make_lif, relu
@@ -19,6 +19,7 @@ __all__ = [
     "MODELS",
     "ActivationFactory",
     "Encoder",
+    "ImageShape",
     "ModelArgs",
     "SpikingNetwork",
     "count_parameters",

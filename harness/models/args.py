@@ -9,6 +9,7 @@ as timm's `create_model` does: `student.*` and `teacher.*` hold one family's arg
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ from harness.registry import GROUP_PREFIX, Registry
 
 if TYPE_CHECKING:
     from torch import nn
+
+ImageShape = tuple[int, int]
+"""An image's (height, width) in pixels: what every family is built for (images need not be square)."""
 
 
 class ModelArgs(Section):
@@ -37,13 +41,18 @@ class ModelArgs(Section):
         *,
         in_channels: int,
         num_classes: int,
-        image_size: int,
+        image_shape: ImageShape,
         activation: Callable[[], nn.Module],
         pool: str = "max",
     ) -> nn.Module:
-        """A network of this family (a `harness.models.SpikingNetwork`) for inputs of the given
-        shape, with `activation()` as every neuron (ReLU: an ANN; LIF: a spiking network).
-        `pool` is "max" or "avg" (conversion asks for average pooling)."""
+        """A network of this family (a `harness.models.SpikingNetwork`) for `in_channels` x
+        `image_shape` = (height, width) inputs, which need not be square, with `activation()` as
+        every neuron (ReLU: an ANN; LIF: a spiking network). `pool` is "max" or "avg"
+        (conversion asks for average pooling).
+
+        A family that cannot take a shape raises ValueError (or HarnessInputError) saying why;
+        the harness reports it as bad input, naming the family and the shape, before training.
+        """
         raise NotImplementedError
 
     def arguments(self) -> dict[str, Any]:
@@ -58,6 +67,11 @@ def check_model_family(name: str, entry: Any) -> None:
         raise TypeError(f"expected a subclass of harness.models.ModelArgs, got {entry!r}")
     if entry.build is ModelArgs.build:
         raise TypeError(f"{entry.__name__} does not implement build()")
+    parameters = inspect.signature(entry.build).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "image_shape" not in parameters and not takes_any:
+        # Families written for square images took `image_size: int`; say so rather than fail later.
+        raise TypeError(f"{entry.__name__}.build() must take image_shape, the images' (height, width)")
     try:
         entry(arch=name)
     except ValidationError as exc:

@@ -29,14 +29,28 @@ from torch import Tensor, nn
 
 from harness.config.base import describe_error, fields_of
 from harness.errors import HarnessInputError
-from harness.models.args import MODELS, ModelArgs
+from harness.models.args import MODELS, ImageShape, ModelArgs
 from harness.models.encoders import DirectEncoding, Encoder
 from harness.models.recompute import run_recomputed
 
 ActivationFactory = Callable[[], nn.Module]
 
 
-def conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> SeqToANNContainer:
+def as_image_shape(shape: ImageShape | int) -> ImageShape:
+    """`(height, width)`, from an int for a square image."""
+    if isinstance(shape, int):
+        return (shape, shape)
+    height, width = shape
+    return (int(height), int(width))
+
+
+def halving_stride(shape: ImageShape) -> tuple[int, int]:
+    """Stride 2 along the axes longer than one pixel, 1 along the others: a non-square map
+    (or a 1-pixel-high one) keeps downsampling the way it can."""
+    return (2 if shape[0] > 1 else 1, 2 if shape[1] > 1 else 1)
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int | tuple[int, int]) -> SeqToANNContainer:
     """A convolution (no bias, `kernel // 2` padding) and its BatchNorm, over `[T, B, ...]`."""
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
     return SeqToANNContainer(conv, nn.BatchNorm2d(c_out))
@@ -110,7 +124,7 @@ class DepthWidthArgs(ModelArgs):
     """Arguments of a CNN family sized by a `depth` it has a layout for and a base `width`.
 
     A subclass names its `network` class (built as `network(depth, width, in_channels,
-    num_classes, image_size, activation, pool)`), its `layout(depth)` (which raises
+    num_classes, image_shape, activation, pool)`), its `layout(depth)` (which raises
     HarnessInputError for a depth it lacks) and its default `depth`.
     """
 
@@ -132,8 +146,8 @@ class DepthWidthArgs(ModelArgs):
             raise ValueError(str(exc)) from None
         return depth
 
-    def build(self, *, in_channels, num_classes, image_size, activation, pool="max") -> SpikingNetwork:
-        return self.network(self.depth, self.width, in_channels, num_classes, image_size, activation, pool)
+    def build(self, *, in_channels, num_classes, image_shape, activation, pool="max") -> SpikingNetwork:
+        return self.network(self.depth, self.width, in_channels, num_classes, image_shape, activation, pool)
 
 
 def list_models() -> list[str]:
@@ -146,7 +160,7 @@ def create_model(
     *,
     in_channels: int,
     num_classes: int,
-    image_size: int,
+    image_shape: ImageShape | int,
     activation: ActivationFactory,
     pool: str = "max",
     encoder: Encoder | None = None,
@@ -156,7 +170,8 @@ def create_model(
 
     Args:
         arch: A registered family (`list_models()`).
-        in_channels, num_classes, image_size: The data's shape.
+        in_channels, num_classes: The data's channels and classes.
+        image_shape: The images' (height, width); an int for square images.
         activation: The neuron of every layer (ReLU, LIF, QCFS, IF).
         pool: "max" or "avg" pooling where the family pools.
         encoder: The input encoding (default: direct, without normalisation).
@@ -172,7 +187,11 @@ def create_model(
         key, message = describe_error(exc.errors()[0], fields_of(family))
         raise HarnessInputError(f"{arch}: {key}: {message}") from None
     net = spec.build(
-        in_channels=in_channels, num_classes=num_classes, image_size=image_size, activation=activation, pool=pool
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_shape=as_image_shape(image_shape),
+        activation=activation,
+        pool=pool,
     )
     if encoder is not None:
         net.encoder = encoder

@@ -1,7 +1,8 @@
 """The VGG family (`arch: vgg`): VGG-5/7/11/13/16/19 with BatchNorm; `depth` and `width` are its arguments.
 
 Pooling is max-pooling by default (the max of spikes is a spike); conversion asks for average
-pooling. A pooling step at a 1x1 feature map is dropped, so every depth fits 8x8 inputs.
+pooling. Images need not be square: a pooling step halves each axis longer than one pixel and is
+dropped at a 1x1 feature map, so every depth fits 8x8 inputs and, say, 20x28 ones.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import nn
 
 from harness.errors import HarnessInputError
-from harness.models.base import ActivationFactory, DepthWidthArgs, SpikingNetwork, conv_bn
+from harness.models.args import ImageShape
+from harness.models.base import ActivationFactory, DepthWidthArgs, SpikingNetwork, conv_bn, halving_stride
 
 # Standard VGG convolution layouts in units of 64 channels; "M" is a 2x2 pooling.
 _LAYOUTS: dict[int, list[int | str]] = {
@@ -43,7 +45,7 @@ class VGG(SpikingNetwork):
         width: int,
         in_channels: int,
         num_classes: int,
-        image_size: int,
+        image_shape: ImageShape,
         activation: ActivationFactory,
         pool: str = "max",
     ) -> None:
@@ -52,13 +54,14 @@ class VGG(SpikingNetwork):
         blocks: dict[str, nn.Module] = {}
         self.tap_channels = {}
         current: list[nn.Module] = []
-        c_in, size = width * int(layout[0]), image_size
+        c_in, size = width * int(layout[0]), image_shape
         for item in layout[1:]:
             if item == "M":
-                if size > 1:
-                    pool_layer = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
+                window = halving_stride(size)
+                if window != (1, 1):
+                    pool_layer = nn.MaxPool2d(window) if pool == "max" else nn.AvgPool2d(window)
                     current.append(SeqToANNContainer(pool_layer))
-                    size //= 2
+                    size = (size[0] // window[0], size[1] // window[1])
                 name = f"block{len(blocks) + 1}"
                 blocks[name] = nn.Sequential(*current)
                 self.tap_channels[name] = c_in

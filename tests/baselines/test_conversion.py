@@ -40,8 +40,8 @@ from harness.models.vgg import VGG, VGGArgs
 
 
 class MaxPoolVGG(VGGArgs):
-    def build(self, *, in_channels, num_classes, image_size, activation, pool="max"):
-        return VGG(self.depth, self.width, in_channels, num_classes, image_size, activation, pool="max")
+    def build(self, *, in_channels, num_classes, image_shape, activation, pool="max"):
+        return VGG(self.depth, self.width, in_channels, num_classes, image_shape, activation, pool="max")
 """
 
 
@@ -98,7 +98,7 @@ def test_unsupported_activation_is_named(tmp_path: Path) -> None:
     from harness.errors import HarnessInputError
     from harness.models import create_model
 
-    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_size=8, activation=nn.GELU)
+    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_shape=8, activation=nn.GELU)
     with pytest.raises(HarnessInputError, match="stem_act"):
         check_convertible(net)
 

@@ -46,7 +46,7 @@ def _normalized(data: DataSplits, x: Tensor) -> Tensor:
 def _model(arch: str, activation=relu, pool: str = "avg", seed: int = 0) -> SpikingNetwork:
     torch.manual_seed(seed)
     return create_model(
-        arch, depth=ARCHS[arch], width=8, in_channels=1, num_classes=10, image_size=8, activation=activation, pool=pool
+        arch, depth=ARCHS[arch], width=8, in_channels=1, num_classes=10, image_shape=8, activation=activation, pool=pool
     )
 
 

@@ -27,7 +27,7 @@ from harness.trial import load_trial_data
 @pytest.mark.parametrize(("depth", "size"), [(8, 28), (14, 8), (20, 28), (18, 32)])
 def test_reference_is_the_harness_network(depth: int, size: int) -> None:
     torch.manual_seed(0)
-    ours = create_model("resnet", depth=depth, width=8, in_channels=1, num_classes=10, image_size=size,
+    ours = create_model("resnet", depth=depth, width=8, in_channels=1, num_classes=10, image_shape=size,
                         activation=make_lif())  # fmt: skip
     theirs = SpikingResNet(depth, 8, 1, 10, size, T=3)
     assert count_parameters(ours) == sum(p.numel() for p in theirs.parameters())
@@ -48,7 +48,7 @@ def test_reference_step_equals_harness_step(make_config) -> None:
     config = make_config("direct", **{"snn.time_steps": 3})
     data = load_trial_data(config, torch.device("cpu"))
     method = create_method("direct", TrialContext(config, data, torch.device("cpu"), Path("unused"), print))
-    reference = SpikingResNet(8, config.student.width, 1, data.num_classes, data.image_size, T=3)
+    reference = SpikingResNet(8, config.student.width, 1, data.num_classes, data.image_shape[0], T=3)
     load_harness_weights(reference, method.student)
     images, labels = data.train_x[:32], data.train_y[:32]
     ours = method.loss(images, labels)  # the harness's student normalises the images itself
@@ -62,13 +62,13 @@ def test_reference_step_equals_harness_step(make_config) -> None:
 
 def test_tiny_reference_loop_and_harness_step_run(make_config) -> None:
     """Two batches of each training loop, as the throughput benchmark times them."""
-    config = make_config("direct", **{"train.augment": False})
+    config = make_config("direct", **{"train.augment": "none"})
     data = load_trial_data(config, torch.device("cpu"))
     method = create_method("direct", TrialContext(config, data, torch.device("cpu"), Path("unused"), print))
     x, y = data.train_x[:128], data.train_y[:128]
-    loss = method.fitting.epoch(method.loss, x, y, data.image_size, 1)
+    loss = method.fitting.epoch(method.loss, x, y, 1)
     torch.manual_seed(config.seed)
-    net = SpikingResNet(8, config.student.width, 1, 10, data.image_size, T=2)
+    net = SpikingResNet(8, config.student.width, 1, 10, data.image_shape[0], T=2)
     optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
     acc = train_epoch(net, make_loader(x, y, data.mean[0], data.std[0], 64), optimizer, torch.device("cpu"))
     assert math.isfinite(loss) and loss > 0  # a cross-entropy over the two batches
@@ -98,7 +98,17 @@ def test_list_schedule_makespan() -> None:
 
 @pytest.mark.parametrize(
     "script",
-    ["throughput", "cost_growth", "eval_cost", "sweep_efficiency", "ablations", "tune_startup", "seed_batching", "run"],
+    [
+        "throughput",
+        "cost_growth",
+        "eval_cost",
+        "sweep_efficiency",
+        "ablations",
+        "tune_startup",
+        "seed_batching",
+        "streaming",
+        "run",
+    ],
 )
 def test_every_script_has_quick_and_help(script: str, capsys) -> None:
     module = __import__(script)

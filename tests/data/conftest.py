@@ -1,4 +1,5 @@
-"""Fixtures that write tiny torchvision-format datasets into a temporary root."""
+"""Fixtures that write tiny datasets in their own on-disk formats into a temporary root:
+torchvision's CIFAR-10 pickles, and a folder of non-square colour PNGs (`imagefolder`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 CIFAR_TRAIN_PER_BATCH = 20  # 5 batches -> 100 train images, 10 per class
 CIFAR_TEST = 20
@@ -100,3 +102,32 @@ def fake_mnist(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     _write_idx(raw / "t10k-images-idx3-ubyte", test_x)
     _write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(20) % 10)
     return tmp_path, test_x, np.arange(20) % 10
+
+
+# --- an image folder of your own: non-square colour PNGs -------------------------------------
+
+HEIGHT, WIDTH = 12, 20
+CLASSES = ("circle", "bar", "blank")
+
+
+def _image(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A 12x20 RGB image of one of three easy patterns, with noise."""
+    canvas = rng.integers(0, 40, size=(HEIGHT, WIDTH, 3))
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    if kind == "circle":
+        canvas[(y - 6) ** 2 + (x - rng.integers(6, 14)) ** 2 <= 16] = (220, 60, 60)
+    elif kind == "bar":
+        canvas[:, rng.integers(3, 17)] = (60, 220, 60)
+    return canvas.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`<root>/<class>/<n>.png`: 3 classes x 30 non-square colour images, no train/test folders."""
+    root = tmp_path_factory.mktemp("my_images")
+    rng = np.random.default_rng(0)
+    for kind in CLASSES:
+        (root / kind).mkdir()
+        for n in range(30):
+            Image.fromarray(_image(kind, rng)).save(root / kind / f"{n:03d}.png")
+    return root

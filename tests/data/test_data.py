@@ -34,13 +34,15 @@ def shipped(request: pytest.FixtureRequest) -> DataSplits:
 
 
 def test_registry_names() -> None:
-    assert list_datasets() == sorted(["digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100"])
+    assert list_datasets() == sorted(
+        ["digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
+    )
 
 
 def test_shipped_shapes_dtypes_and_range(shipped: DataSplits) -> None:
     n, size = SHIPPED[shipped.name]
     assert shipped.num_classes == 10
-    assert shipped.in_channels == 1 and shipped.image_size == size
+    assert shipped.in_channels == 1 and shipped.image_shape == (size, size)
     total = 0
     for x, y in _splits(shipped).values():
         assert x.dtype == torch.float32 and y.dtype == torch.int64
@@ -141,7 +143,7 @@ def test_channel_count_and_image_size() -> None:
         mean=(0.5, 0.25),
         std=(0.5, 0.25),
     )
-    assert s.in_channels == 2 and s.image_size == 4
+    assert s.in_channels == 2 and s.image_shape == (4, 4)
 
 
 def test_to_moves_every_tensor() -> None:
@@ -199,7 +201,7 @@ def test_unknown_dataset_names_the_choices() -> None:
 def test_cifar10_from_fake_root(fake_cifar10: Any) -> None:
     check_dataset("cifar10", root=str(fake_cifar10.root))
     s = load_dataset("cifar10", root=str(fake_cifar10.root), val_fraction=0.2)
-    assert s.num_classes == 10 and s.in_channels == 3 and s.image_size == 32
+    assert s.num_classes == 10 and s.in_channels == 3 and s.image_shape == (32, 32)
     assert s.train_x.shape == (80, 3, 32, 32) and s.val_x.shape == (20, 3, 32, 32)
     assert s.test_x.shape == (20, 3, 32, 32) and s.test_x.dtype == torch.float32
     # The official test batch is the test split, in order, with its labels.

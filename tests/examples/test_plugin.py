@@ -44,6 +44,18 @@ def test_harness_plugins_lists_the_four_pieces_with_their_distribution(
         assert (kind, name, "harness-example-plugin") in rows
 
 
+def test_the_spiking_transformer_trains_on_non_square_images(
+    plugin_site: Path, run_harness, plugin_env, tmp_path: Path, mlflow_runs
+) -> None:
+    sets = ["dataset.image_size=[12, 20]", "train.epochs=1", "eval.noise={}"]
+    args = ["train", "--space", str(PLUGIN / "smoke.yaml"), "--method", "direct"]
+    result = run_harness(*args, *(a for s in sets for a in ("--set", s)), cwd=tmp_path, env=plugin_env(plugin_site))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = mlflow_runs(str(tmp_path / "mlflow.db"), "plugin-smoke")
+    assert run.data.params["student.arch"] == "spikformer" and run.data.params["dataset.image_size"] == "[12, 20]"
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_plugin_smoke_sweep_runs_on_local_ray_with_one_run_per_trial(

@@ -44,7 +44,7 @@ def test_direct_encoding_is_the_old_normalise_then_stem_exactly(digits: DataSpli
     """Networks now take raw images; the direct encoding computes what callers used to pass them."""
     torch.manual_seed(0)
     encoder = DirectEncoding(digits.mean, digits.std)
-    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_size=8,
+    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_shape=8,
                        activation=make_lif(), encoder=encoder).eval()  # fmt: skip
     x = digits.test_x[:16]
     mean = torch.tensor(digits.mean, dtype=x.dtype).view(-1, 1, 1)
@@ -56,7 +56,7 @@ def test_direct_encoding_is_the_old_normalise_then_stem_exactly(digits: DataSpli
 
 def test_statistics_are_not_saved_with_the_network(digits: DataSplits) -> None:
     encoder = DirectEncoding(digits.mean, digits.std)
-    net = create_model("vgg", depth=5, width=4, in_channels=1, num_classes=10, image_size=8,
+    net = create_model("vgg", depth=5, width=4, in_channels=1, num_classes=10, image_shape=8,
                        activation=make_lif(), encoder=encoder)  # fmt: skip
     assert not any(key.startswith("encoder.") for key in net.state_dict())  # checkpoints stay as they were
 
@@ -75,7 +75,7 @@ def test_poisson_spikes_at_the_pixel_intensity() -> None:
 
 def test_a_poisson_network_runs_its_stem_at_every_step() -> None:
     torch.manual_seed(0)
-    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_size=8,
+    net = create_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, image_shape=8,
                        activation=make_lif(), encoder=PoissonEncoding())  # fmt: skip
     out, features = net(torch.rand(3, 1, 8, 8), 5, return_features=True)
     assert out.shape == (5, 3, 10) and features["stage1"].shape[:2] == (5, 3)

@@ -98,7 +98,7 @@ def test_whole_network_before_and_after(arch: str, depth: int) -> None:
     outputs = []
     for fused in (False, True):
         torch.manual_seed(0)
-        net = create_model(arch, depth=depth, width=8, in_channels=1, num_classes=10, image_size=8,
+        net = create_model(arch, depth=depth, width=8, in_channels=1, num_classes=10, image_shape=8,
                            activation=make_lif(fused=fused))  # fmt: skip
         logits = net(x, 4)
         loss = torch.nn.functional.cross_entropy(logits.mean(0), y)

@@ -18,7 +18,7 @@ from harness.trial import load_trial_data
 
 def _train_steps(arch: str, depth: int, checkpoint: bool, steps: int = 2) -> dict[str, object]:
     torch.manual_seed(0)
-    net = create_model(arch, depth=depth, width=8, in_channels=1, num_classes=10, image_size=8, activation=make_lif())
+    net = create_model(arch, depth=depth, width=8, in_channels=1, num_classes=10, image_shape=8, activation=make_lif())
     net.checkpoint_activations = checkpoint
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     generator = torch.Generator().manual_seed(1)
@@ -47,7 +47,7 @@ def test_same_training_with_and_without_recomputation(arch: str, depth: int) -> 
 
 def test_evaluation_and_no_grad_skip_recomputation() -> None:
     torch.manual_seed(0)
-    net = create_model("resnet", depth=8, width=8, in_channels=1, num_classes=10, image_size=8, activation=make_lif())
+    net = create_model("resnet", depth=8, width=8, in_channels=1, num_classes=10, image_shape=8, activation=make_lif())
     x = torch.randn(4, 1, 8, 8)
     net.eval()
     with torch.no_grad():

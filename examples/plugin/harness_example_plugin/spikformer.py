@@ -92,11 +92,11 @@ class Spikformer(SpikingNetwork):
         args: SpikformerArgs,
         in_channels: int,
         num_classes: int,
-        image_size: int,
+        image_shape: tuple[int, int],
         activation: ActivationFactory,
     ) -> None:
         super().__init__(in_channels, args.embed_dim, activation)
-        patch = min(args.patch_size, image_size)
+        patch = min(args.patch_size, *image_shape)
         stages: dict[str, nn.Module] = {"patch": PatchEmbedding(args.embed_dim, args.embed_dim, patch, activation)}
         for i in range(args.depth):
             stages[f"block{i + 1}"] = Block(args.embed_dim, args.heads, args.mlp_ratio, activation)
@@ -124,6 +124,6 @@ class SpikformerArgs(ModelArgs):
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
         return self
 
-    def build(self, *, in_channels, num_classes, image_size, activation, pool="max") -> Spikformer:
+    def build(self, *, in_channels, num_classes, image_shape, activation, pool="max") -> Spikformer:
         del pool  # no pooling layers: tokens come from strided patches
-        return Spikformer(self, in_channels, num_classes, image_size, activation)
+        return Spikformer(self, in_channels, num_classes, image_shape, activation)
