@@ -121,5 +121,7 @@ class ConversionMethod(StudentMethod):
         data, cfg = self.ctx.data, self.ctx.config
         evaluate = {"time_steps": 1, "batch_size": cfg.train.eval_batch_size}
         clean = accuracy(self.ann, data.test_x, data.test_y, **evaluate)
-        noisy = noise_accuracies(self.ann, data.test_x, data.test_y, cfg.eval.noise, prefix=ANN_NOISE, **evaluate)
+        noisy = noise_accuracies(
+            self.ann, data.test_x, data.test_y, cfg.eval.noise, prefix=ANN_NOISE, corruption=data.corruption, **evaluate
+        )
         return {ANN_TEST_ACCURACY: clean} | noisy

@@ -82,7 +82,8 @@ PROBE_TIME_STEPS = 2
 
 def check_network(net: SpikingNetwork, spec: ModelArgs, images: torch.Tensor, classes: int, encoding: str) -> None:
     """What a plugin's network returns, checked once, where it enters the harness: its encoder
-    gives `[T', B, C, H, W]` with T' = 1 or T, and the network `[T, B, K]` logits.
+    gives `[T', B, C, H, W]` with T' = 1 or T (C, H, W those of one image, or of one frame of
+    event data), and the network `[T, B, K]` logits.
 
     One forward pass of a couple of images at T = 2, in eval mode, without gradients, with the
     random generators forked (a Poisson encoding draws from them) and the neurons reset after:
@@ -100,12 +101,11 @@ def check_network(net: SpikingNetwork, spec: ModelArgs, images: torch.Tensor, cl
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             net.eval()
             encoded = net.encoder(images, steps)
-            if not _shaped(
-                encoded, lambda shape: len(shape) == 5 and shape[0] in (1, steps) and shape[1:] == images.shape
-            ):
-                expected = f"[1 or T, B, C, H, W] = [1 or {steps}, {', '.join(map(str, images.shape))}]"
+            step = (batch, *images.shape[-3:])  # one step's input: images, or one frame of event data
+            if not _shaped(encoded, lambda shape: len(shape) == 5 and shape[0] in (1, steps) and shape[1:] == step):
+                expected = f"[1 or T, B, C, H, W] = [1 or {steps}, {', '.join(map(str, step))}]"
                 what = (
-                    f"encodes {list(images.shape)} images at T = {steps} as {_shape_of(encoded)}; expected {expected}"
+                    f"encodes {list(images.shape)} inputs at T = {steps} as {_shape_of(encoded)}; expected {expected}"
                 )
                 raise _broken(ENCODERS, "input encoding", encoding, what)
             try:

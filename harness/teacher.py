@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from harness import contract
 from harness.config.sections import TrialConfig
 from harness.context import TrialContext, network_for
+from harness.data import DATASETS
 from harness.efficiency import count_ops
 from harness.files import DamagedState, read_json, write_atomically, write_json_atomically
 from harness.models import SpikingNetwork, count_parameters, relu
-from harness.models.encoders import DirectEncoding
 from harness.training import Fitting, accuracy, noise_accuracies
 
 CACHE_FORMAT = 1
@@ -59,6 +59,8 @@ def teacher_key_of(config: TrialConfig) -> str:
         "train": {k: cfg["train"][k] for k in ("batch_size", "momentum", "weight_decay", "schedule", "augment")},
         "seed": config.teacher.seed_for(config.seed),
     }
+    if DATASETS.get(config.dataset.name).frames:  # the frames it averages depend on the binning
+        identity["time_bins"] = config.snn.time_steps
     blob = json.dumps(identity, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 
@@ -70,11 +72,11 @@ def describe_teacher(config: TrialConfig) -> str:
 
 
 def build_teacher(ctx: TrialContext) -> SpikingNetwork:
-    """An untrained ReLU network of `teacher.*`, initialised from the teacher's seed; an ANN
-    always sees the normalised image (direct encoding), whatever the student's encoding."""
-    data = ctx.data
+    """An untrained ReLU network of `teacher.*`, initialised from the teacher's seed. The ANN
+    sees what the trial's encoding gives a teacher (`Encoder.teacher_input`): the normalised
+    image (direct encoding) whatever the student's image encoding; event frames averaged over time."""
     seed = ctx.config.teacher.seed_for(ctx.config.seed)
-    return network_for(ctx, ctx.config.teacher.model, relu, seed=seed, encoder=DirectEncoding(data.mean, data.std))
+    return network_for(ctx, ctx.config.teacher.model, relu, seed=seed, encoder=ctx.encoder().teacher_input())
 
 
 def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
@@ -173,6 +175,7 @@ def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[s
             prefix="",
             time_steps=1,
             batch_size=ctx.config.train.eval_batch_size,
+            corruption=data.corruption,
         )
         write_json_atomically(path, cached)  # concurrent trials may both compute; either file is whole and right
     keys = [contract.noise_metric(kind, level, "") for kind, levels in noise.items() for level in levels]

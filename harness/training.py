@@ -25,15 +25,13 @@ from torch import Tensor, nn
 from harness.config.sections import TrainConfig
 from harness.contract import noise_metric
 from harness.data.augment import AugmentFn, create_augmentation
+from harness.data.splits import Corruption
 from harness.data.stream import Images, batches_of
 from harness.errors import PluginError, TrialFailed
 from harness.noise import apply_noise
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """Maps (images in [0, 1], labels) to a scalar loss; it runs the network(s) itself."""
-
-Corruption = Callable[[Tensor, int], Tensor]
-"""Maps (a batch of test images, the index of its first sample) to the batch as evaluated."""
 
 BatchHook = Callable[[int, int], None]
 """Called after every training step with (batches done in this epoch, batches in the epoch).
@@ -212,7 +210,7 @@ def train_one_epoch(
     steps = -(-len(x) // batch_size)
     order = shuffled_batches(len(x), batch_size, generator)
     for index, batch in zip(order, batches_of(x, order), strict=True):
-        images = augment(batch, generator)
+        images = augmented(augment, batch, generator)
         loss = loss_fn(images, y[index.to(y.device)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -228,6 +226,15 @@ def train_one_epoch(
             on_batch(batches, steps)
     _check_finite(total, epoch, batches)
     return total.item() / max(1, batches)
+
+
+def augmented(augment: AugmentFn, batch: Tensor, generator: torch.Generator) -> Tensor:
+    """`augment` of a batch of images `[B, C, H, W]`, or of event frames `[B, T, C, H, W]`,
+    whose T frames of a sample get one and the same transform (a crop moves the whole stream)."""
+    if batch.dim() == 4:
+        return augment(batch, generator)
+    b, t, c, h, w = batch.shape
+    return augment(batch.reshape(b, t * c, h, w), generator).reshape(b, t, c, h, w)
 
 
 def check_first_loss(loss: object, owner: str) -> None:
@@ -313,14 +320,18 @@ def noise_accuracies(
     prefix: str,
     time_steps: int,
     batch_size: int,
+    corruption: Callable[[str, float], Corruption] | None = None,
 ) -> dict[str, float]:
     """Accuracy of `model` on `x` corrupted by every (type, level) of `noise`, keyed
     `<prefix><type>/<level>`. Corruptions are seeded per (type, level, sample index), so every
     model evaluated this way sees the same corrupted images, batch by batch (a streamed split is
-    never corrupted whole)."""
+    never corrupted whole). `corruption(type, level)` says how a batch is corrupted: the test
+    split's own (`DataSplits.corruption`, which event data need), or by default
+    `harness.noise.apply_noise` on the images."""
+    if corruption is None:
 
-    def corruption(kind: str, level: float) -> Corruption:
-        return lambda images, start: apply_noise(images, kind, level, start_index=start)
+        def corruption(kind: str, level: float) -> Corruption:
+            return lambda images, start: apply_noise(images, kind, level, start_index=start)
 
     return {
         noise_metric(kind, level, prefix): accuracy(

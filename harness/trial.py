@@ -52,8 +52,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_trial_data(config: TrialConfig, device: torch.device) -> DataSplits:
-    """The splits of `dataset.*`, as tensors on `device`."""
-    return load_splits(config.dataset, device)
+    """The splits of `dataset.*`, as tensors on `device` (an event set binned into the trial's
+    `snn.time_steps` frames)."""
+    return load_splits(config.dataset, device, time_bins=config.snn.time_steps)
 
 
 def provenance(config: TrialConfig, data: DataSplits, device: torch.device) -> dict[str, Any]:
@@ -203,5 +204,6 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
         prefix=contract.NOISE,
         time_steps=t_eval,
         batch_size=eval_batch(config, t_eval),
+        corruption=data.corruption,
     )
     return metrics

@@ -88,7 +88,7 @@ def test_an_encoding_that_returns_another_layout_is_named(install_plugin, ctx) -
         network_for(trial, trial.config.student, make_lif())
     message = str(info.value)
     assert message.startswith("input encoding 'flattened' (entry point 'flattened' (wrong_encoder:Flattened) of wrong-")
-    assert "encodes [2, 1, 8, 8] images at T = 2 as [1, 2, 64]; expected [1 or T, B, C, H, W]" in message
+    assert "encodes [2, 1, 8, 8] inputs at T = 2 as [1, 2, 64]; expected [1 or T, B, C, H, W]" in message
 
 
 def test_the_check_leaves_the_network_and_the_random_numbers_as_they_were(ctx) -> None:

@@ -53,9 +53,11 @@ def test_every_built_in_comes_from_this_distributions_entry_points() -> None:
     expected = {
         METHODS: {"kd", "direct", "conversion"},
         MODELS: {"resnet", "vgg"},
-        DATASETS: {"digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"},
-        NOISES: {"gaussian", "salt_pepper", "poisson", "speckle", "uniform", "gaussian_blur", "contrast", "occlusion"},
-        ENCODERS: {"direct", "poisson"},
+        DATASETS: {"digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"}
+        | {"nmnist", "dvs-gesture", "cifar10-dvs", "digits-events"},
+        NOISES: {"gaussian", "salt_pepper", "poisson", "speckle", "uniform", "gaussian_blur", "contrast", "occlusion"}
+        | {"event_drop", "background_activity", "spatial_jitter", "temporal_jitter", "polarity_flip"},
+        ENCODERS: {"direct", "poisson", "events"},
         AUGMENTATIONS: {"none", "shift", "crop_flip", "cutout"},
     }
     for registry, names in expected.items():

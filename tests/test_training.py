@@ -29,7 +29,6 @@ from harness.training import (
 )
 
 
-
 class TinySNN(nn.Module):
     """Flatten -> Linear -> multi-step LIF (the harness's) -> Linear: logits `[T, B, K]`."""
 
@@ -375,3 +374,15 @@ def test_the_first_loss_is_checked_once_per_run_not_per_batch() -> None:
     assert fitting.checked
     with pytest.raises(TrialFailed, match=r"loss became NaN or infinite in epoch 2"):  # the NaN guard, after that
         fitting.epoch(lambda images, labels: _cross_entropy(model)(images, labels) * float("nan"), x, y, 2)
+
+
+def test_event_frames_get_one_augmentation_per_sample_for_all_their_frames() -> None:
+    from harness.data.augment import crop_flip
+    from harness.training import augmented
+
+    frames = torch.rand(6, 3, 2, 8, 8)  # [B, T, C, H, W]
+    out = augmented(crop_flip, frames, torch.Generator().manual_seed(4))
+    # The same draws on the frames folded into channels: every frame moved alike.
+    folded = crop_flip(frames.reshape(6, 6, 8, 8), torch.Generator().manual_seed(4)).reshape(6, 3, 2, 8, 8)
+    assert out.shape == frames.shape and torch.equal(out, folded)
+    assert not torch.equal(out, frames)

@@ -49,7 +49,7 @@ from harness.data.entry import DATASETS, DatasetConfig
 from harness.errors import HarnessInputError, PluginError
 from harness.models.args import MODELS, ModelArgs
 from harness.models.encoders import ENCODERS
-from harness.noise import NOISES, check_level
+from harness.noise import NOISES, check_level, is_event_noise
 
 DEFAULT_METHOD = "kd"
 
@@ -148,14 +148,17 @@ class SNNConfig(Section):
 
 
 class EncodingConfig(Section):
-    """How static images become the spiking network's input over T steps (`harness.models.encoders`)."""
+    """How the data become the spiking network's input over T steps (`harness.models.encoders`).
 
-    name: str = "direct"
+    `auto` (the default) becomes the dataset's own (`DatasetEntry.encoding`: `direct` for
+    images, `events` for event frames) when the trial config is built."""
+
+    name: str = AUTO
 
     @field_validator("name")
     @classmethod
     def _known_encoding(cls, name: str) -> str:
-        return registered(ENCODERS, name)
+        return name if name == AUTO else registered(ENCODERS, name)
 
 
 class TrainConfig(Section):
@@ -263,13 +266,37 @@ class TrialConfig(Section):
         return family.model_validate(arguments)
 
     @model_validator(mode="after")
-    def _dataset_augmentation(self) -> TrialConfig:
-        # `train.augment: auto` is the dataset's own policy (`DatasetEntry.augment`), decided
-        # here once: everything downstream (the loop, MLflow, the teacher's key) reads the name.
+    def _dataset_defaults(self) -> TrialConfig:
+        # `auto` is the dataset's own policy and encoding (`DatasetEntry.augment`, `.encoding`),
+        # decided here once: everything downstream (the loop, MLflow, the teacher's key) reads
+        # the names.
+        entry = DATASETS.get(self.dataset.name)
         if self.train.augment == AUTO:
-            entry = DATASETS.get(self.dataset.name)
             policy = registered(AUGMENTATIONS, entry.augment)
             object.__setattr__(self, "train", self.train.model_copy(update={"augment": policy}))
+        if self.encoding.name == AUTO:
+            name = registered(ENCODERS, entry.encoding)
+            object.__setattr__(self, "encoding", self.encoding.model_copy(update={"name": name}))
+        if ENCODERS.get(self.encoding.name).takes_frames != entry.frames:
+            what = "event frames" if entry.frames else "images"
+            raise error_at(
+                ("encoding", "name"),
+                self.encoding.name,
+                message=f"dataset {self.dataset.name!r} holds {what}, which encoding {self.encoding.name!r} "
+                f"does not take; use {entry.encoding!r} (or leave encoding.name out)",
+            )
+        for noise in self.eval.noise:
+            if is_event_noise(noise) != entry.frames:
+                kinds = ("event streams", "images") if entry.frames else ("images", "event streams")
+                raise error_at(
+                    ("eval", "noise", noise),
+                    list(self.eval.noise[noise]),
+                    message=f"noise {noise!r} corrupts {kinds[1]}, and dataset {self.dataset.name!r} holds {kinds[0]}",
+                )
+        if entry.frames and self.dataset.image_size is not None:
+            raise error_at(
+                ("dataset", "image_size"), self.dataset.image_size, message="event data keeps its sensor's size"
+            )
         return self
 
     @model_serializer(mode="wrap")

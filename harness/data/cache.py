@@ -30,11 +30,13 @@ ImageShape = tuple[int, int]
 
 
 @functools.lru_cache(maxsize=16)
-def cached_raw(name: str, root: str | None, image_shape: ImageShape | None = None) -> RawArrays:
+def cached_raw(
+    name: str, root: str | None, image_shape: ImageShape | None = None, time_bins: int | None = None
+) -> RawArrays:
     """Loads (once per process), resizes to `image_shape` (height, width) if given, and freezes
-    the raw arrays of a dataset."""
+    the raw arrays of a dataset (event sets: binned into `time_bins` frames)."""
     entry = DATASETS.get(name)
-    raw = entry.read(root, False, image_shape)
+    raw = entry.read(root, False, image_shape, time_bins)
     if image_shape is not None and not entry.sized:
         raw = dataclasses.replace(
             raw,
@@ -61,9 +63,9 @@ def resized(images: np.ndarray, shape: ImageShape, chunk: int = 4096) -> np.ndar
 
 
 @functools.lru_cache(maxsize=16)
-def raw_digest(name: str, root: str | None, image_shape: ImageShape | None = None) -> str:
+def raw_digest(name: str, root: str | None, image_shape: ImageShape | None = None, time_bins: int | None = None) -> str:
     """SHA-256 of a dataset's arrays as loaded (once per process, like the arrays)."""
-    raw = cached_raw(name, root, image_shape)
+    raw = cached_raw(name, root, image_shape, time_bins)
     digest = hashlib.sha256(name.encode())
     for array in (raw.x, raw.y, raw.test_x, raw.test_y):
         if array is not None:

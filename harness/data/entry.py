@@ -26,18 +26,39 @@ from harness.registry import GROUP_PREFIX, Registry
 
 
 @dataclass(frozen=True, eq=False)
+class EventSource:
+    """The raw events behind a `frames` entry's counts, so that event-domain noises
+    (`harness.noise.events`) corrupt the events of a test sample and bin them again.
+
+    Attributes:
+        read: `read(test, indices)`: the structured events (x, y, t, p) of those samples of
+            the test pool (`test` True: `test_x`'s samples) or of the train pool (`x`'s).
+        bin: Events of several samples -> counts `[N, T, C, H, W]`, exactly as the entry binned
+            its arrays (so level 0 gives the clean frames back).
+        sensor_size: The sensor's (W, H, polarities), as tonic gives it.
+    """
+
+    read: Callable[[bool, np.ndarray], list[np.ndarray]]
+    bin: Callable[[list[np.ndarray]], np.ndarray]
+    sensor_size: tuple[int, int, int]
+
+
+@dataclass(frozen=True, eq=False)
 class RawArrays:
     """What a dataset entry's `load` returns, before splitting.
 
     Attributes:
         x: uint8 images `[N, C, H, W]`: the pool to split (shipped sets) or the official
-            train set (torchvision sets).
+            train set (torchvision sets). An entry with `frames` gives event counts binned in
+            time instead, uint8 or uint16 `[N, T, C, H, W]` (C = 2 polarities).
         y: int64 labels `[N]`.
         test_x: uint8 official test images, or None when the test split is carved out
             of `x`.
         test_y: int64 official test labels, or None.
         num_classes: Number of classes.
-        scale: Divisor that maps the uint8 values to `[0, 1]` (255 for 8-bit images).
+        scale: Divisor that maps the uint8 values to `[0, 1]` (255 for 8-bit images; 1 for
+            event counts, which the `events` encoding normalises).
+        events: For event data, the raw events behind the counts (event-domain noises).
     """
 
     x: np.ndarray
@@ -46,6 +67,7 @@ class RawArrays:
     test_y: np.ndarray | None
     num_classes: int
     scale: float
+    events: EventSource | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,13 @@ class DatasetEntry:
             resizes the arrays `load` returns when `dataset.image_size` is set.
         augment: The augmentation policy the literature trains this dataset with, which
             `train.augment: auto` selects (`harness.data.augment`).
+        frames: Whether the samples are event streams binned into frames: `load(root,
+            download, time_bins)` returns `[N, T, C, H, W]` counts with T = `time_bins` (the
+            trial's `snn.time_steps`), which students take as their T steps.
+        encoding: The input encoding `encoding.name: auto` selects: `direct` for images,
+            `events` for frames (`harness.models.encoders`).
+        test_fraction: The stratified test split the harness holds out of a set without an
+            official one (0.2; the CIFAR10-DVS convention is 0.1).
     """
 
     load: Callable[..., RawArrays]
@@ -72,9 +101,17 @@ class DatasetEntry:
     needs_root: bool
     sized: bool = False
     augment: str = "shift"
+    frames: bool = False
+    encoding: str = "direct"
+    test_fraction: float = 0.2
 
-    def read(self, root: str | None, download: bool, image_shape: tuple[int, int] | None) -> RawArrays:
-        """`load`, given `image_shape` if the entry is `sized` (else the caller resizes)."""
+    def read(
+        self, root: str | None, download: bool, image_shape: tuple[int, int] | None, time_bins: int | None
+    ) -> RawArrays:
+        """`load`, given `image_shape` if the entry is `sized` (else the caller resizes) and
+        `time_bins` if it gives `frames`."""
+        if self.frames:
+            return self.load(root, download, time_bins)
         return self.load(root, download, image_shape) if self.sized else self.load(root, download)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,13 +36,44 @@ from torch import Tensor
 
 from harness.config.base import describe_error, fields_of
 from harness.data.cache import cached_raw, raw_digest, split_digest
-from harness.data.entry import DATASETS, DatasetConfig, RawArrays, normalise_root
+from harness.data.entry import DATASETS, DatasetConfig, EventSource, RawArrays, normalise_root
 from harness.data.stats import channel_stats
 from harness.data.stream import STREAM, StreamedImages, choose_loader
 from harness.errors import HarnessInputError
+from harness.noise import apply_noise
+from harness.noise.events import apply_event_noise
 
-#: Fraction of the shipped (single-pool) datasets held out as the test split.
+#: Fraction of the shipped (single-pool) datasets held out as the test split
+#: (`DatasetEntry.test_fraction`'s default).
 SHIPPED_TEST_FRACTION = 0.2
+
+
+Corruption = Callable[[Tensor, int], Tensor]
+"""Maps (a batch of test inputs, the test index of its first sample) to the batch as evaluated."""
+
+
+@dataclass(frozen=True, eq=False)
+class TestEvents:
+    """The raw events of an event set's test split, for event-domain noises.
+
+    Attributes:
+        source: The entry's events and binning (`harness.data.EventSource`).
+        from_test_pool: Whether the test split is the entry's official test pool (`test_x`).
+        index: The test split's sample indices in that pool, in test order.
+        scale: The counts' divisor (as for the clean frames).
+    """
+
+    source: EventSource
+    from_test_pool: bool
+    index: np.ndarray
+    scale: float
+
+    def corrupted(self, noise: str, level: float, start: int, count: int, device: torch.device) -> Tensor:
+        """Test samples `start .. start + count` with their events corrupted, binned again."""
+        events = self.source.read(self.from_test_pool, self.index[start : start + count])
+        noisy = apply_event_noise(events, noise, level, self.source.sensor_size, start_index=start)
+        frames = torch.from_numpy(np.ascontiguousarray(self.source.bin(noisy)))
+        return frames.to(device).to(torch.float32).div_(self.scale)
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +94,7 @@ class DataSplits:
         digests: Per split (`train`, `val`, `test`), a SHA-256 of the dataset's files as read
             and of the split's sample indices: equal digests, the same images and labels.
         loader: How the images are held: `tensor` or `stream` (`dataset.loader`, `auto` decided).
+        test_events: For event data, the test split's raw events (`corruption`).
     """
 
     name: str
@@ -76,16 +109,31 @@ class DataSplits:
     std: tuple[float, ...]
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
     loader: str = "tensor"
+    test_events: TestEvents | None = None
+
+    def corruption(self, noise: str, level: float) -> Corruption:
+        """How (noise, level) corrupts the test split, a batch at a time, seeded per test sample:
+        images through `harness.noise.apply_noise`; event data by corrupting each sample's raw
+        events (`harness.noise.events`) and binning them again."""
+        events = self.test_events
+        if events is None:
+            return lambda images, start: apply_noise(images, noise, level, start_index=start)
+        return lambda images, start: events.corrupted(noise, level, start, len(images), images.device)
 
     @property
     def in_channels(self) -> int:
-        """Number of image channels C."""
-        return int(self.train_x.shape[1])
+        """Channels C of one image (of one frame, for event data)."""
+        return int(self.train_x.shape[-3])
 
     @property
     def image_shape(self) -> tuple[int, int]:
         """Image (height, width): what every model family is built for; not necessarily square."""
-        return (int(self.train_x.shape[2]), int(self.train_x.shape[3]))
+        return (int(self.train_x.shape[-2]), int(self.train_x.shape[-1]))
+
+    @property
+    def time_bins(self) -> int | None:
+        """Frames per sample of event data (`[N, T, C, H, W]`); None for images."""
+        return int(self.train_x.shape[1]) if len(self.train_x.shape) == 5 else None
 
     def to(self, device: str | torch.device) -> DataSplits:
         """Returns a copy with all tensors moved to `device`."""
@@ -122,11 +170,12 @@ def _labels(y: np.ndarray, index: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(y[index], dtype=np.int64))
 
 
-def _validate_raw(name: str, raw: RawArrays) -> None:
+def _validate_raw(name: str, raw: RawArrays, frames: bool) -> None:
+    dtypes, ndim = ((np.uint8, np.uint16), 5) if frames else ((np.uint8,), 4)
     for label, x, y in (("train", raw.x, raw.y), ("test", raw.test_x, raw.test_y)):
         if x is None:
             continue
-        if x.dtype != np.uint8 or x.ndim != 4 or y is None or len(y) != len(x):
+        if x.dtype not in dtypes or x.ndim != ndim or y is None or len(y) != len(x):
             raise HarnessInputError(
                 f"dataset {name!r}: unexpected {label} arrays "
                 f"(images {x.dtype} {tuple(x.shape)}, labels {None if y is None else len(y)})"
@@ -147,6 +196,7 @@ def load_dataset(
     image_size: int | tuple[int, int] | None = None,
     loader: str = "auto",
     workers: int = 0,
+    time_bins: int | None = None,
     device: str | torch.device = "cpu",
 ) -> DataSplits:
     """Loads a registered dataset as train / validation / test tensors.
@@ -163,6 +213,7 @@ def load_dataset(
             keeps the files' own size (`harness.data.cache`).
         loader, workers: `tensor`, `stream` or `auto`, and the DataLoader's worker processes
             when streaming (`harness.data.stream`).
+        time_bins: Frames per sample of an event set (a trial's `snn.time_steps`).
         device: Device of the returned tensors.
 
     Returns:
@@ -186,11 +237,12 @@ def load_dataset(
     except ValidationError as exc:
         key, message = describe_error(exc.errors()[0], fields_of(DatasetConfig))
         raise HarnessInputError(f"dataset.{key}: {message}") from None
-    return load_splits(config, device)
+    return load_splits(config, device, time_bins)
 
 
-def load_splits(config: DatasetConfig, device: str | torch.device = "cpu") -> DataSplits:
-    """`load_dataset` for a validated `dataset.*` section (what a trial reads).
+def load_splits(config: DatasetConfig, device: str | torch.device = "cpu", time_bins: int | None = None) -> DataSplits:
+    """`load_dataset` for a validated `dataset.*` section (what a trial reads); an event set is
+    binned into `time_bins` frames (the trial's `snn.time_steps`).
 
     Raises:
         HarnessInputError: missing root or files, or files the dataset's entry cannot read.
@@ -198,6 +250,8 @@ def load_splits(config: DatasetConfig, device: str | torch.device = "cpu") -> Da
     name, root, download = config.name, config.root, config.download
     val_fraction, split_seed = config.val_fraction, config.split_seed
     entry = DATASETS.get(name)
+    if entry.frames and (time_bins is None or time_bins < 1):
+        raise HarnessInputError(f"dataset {name!r} holds event streams: give the frames per sample (time_bins)")
     root_key = normalise_root(entry, root)
     entry.check(root_key, bool(download))
     if download:
@@ -205,13 +259,14 @@ def load_splits(config: DatasetConfig, device: str | torch.device = "cpu") -> Da
             entry.check(root_key, False)
         except HarnessInputError:
             # Fetch the files once; the cached read below then finds them on disk.
-            entry.read(root_key, True, config.image_size)
-    raw = cached_raw(name, root_key, config.image_size)
-    _validate_raw(name, raw)
+            entry.read(root_key, True, config.image_size, time_bins)
+    time_bins = time_bins if entry.frames else None
+    raw = cached_raw(name, root_key, config.image_size, time_bins)
+    _validate_raw(name, raw, entry.frames)
 
     if raw.test_x is None:
         pool = np.arange(len(raw.y))
-        pool, test_index = _stratified_split(name, pool, raw.y, SHIPPED_TEST_FRACTION, split_seed)
+        pool, test_index = _stratified_split(name, pool, raw.y, entry.test_fraction, split_seed)
         train_index, val_index = _stratified_split(name, pool, raw.y, val_fraction, split_seed)
         test_pool, test_labels = raw.x, raw.y
     else:
@@ -219,11 +274,12 @@ def load_splits(config: DatasetConfig, device: str | torch.device = "cpu") -> Da
         train_index, val_index = _stratified_split(name, np.arange(len(raw.y)), raw.y, val_fraction, split_seed)
         test_index = np.arange(len(raw.test_y))
         test_pool, test_labels = raw.test_x, raw.test_y
-    whole = raw_digest(name, root_key, config.image_size)
+    whole = raw_digest(name, root_key, config.image_size, time_bins)
     parts = {"train": train_index, "val": val_index, "test": test_index}
     device = torch.device(device)
     samples = sum(len(index) for index in parts.values())
     loader = choose_loader(config.loader, samples * int(np.prod(raw.x.shape[1:])) * 4, device)
+    # Event counts are normalised by the `events` encoding, images by `direct` / `poisson`.
 
     def images(pool: np.ndarray, index: np.ndarray) -> Tensor | StreamedImages:
         if loader == STREAM:
@@ -244,4 +300,7 @@ def load_splits(config: DatasetConfig, device: str | torch.device = "cpu") -> Da
         std=std,
         digests={part: split_digest(whole, part, index) for part, index in parts.items()},
         loader=loader,
+        test_events=None
+        if raw.events is None
+        else TestEvents(raw.events, raw.test_x is not None, test_index, raw.scale),
     )

@@ -8,16 +8,20 @@ with `encoding.name`, from the `snn_kd_harness.encoders` entry points:
 - `poisson`: rate coding; pixel intensity p in [0, 1] becomes a spike with probability p at each
   step, independently, `[T, B, C, H, W]` (spikingjelly's `PoissonEncoder`, drawn from torch's
   global generator, which the trial seeds).
+- `events`: event-camera data, already binned into frames `[B, T_data, C, H, W]` (C = 2
+  polarities, `harness.data.events`): frame t, normalised per polarity, is step t. The time axis
+  comes from the data; a run longer than the frames sees a silent sensor (zeros) after them.
 
 An ANN trained for a spiking network (the conversion baseline's) sees `encoder.analog()`: what
-the encoding carries per step on average (direct: itself; Poisson: the unnormalised intensities).
-The ANN teacher always uses direct encoding.
+the encoding carries per step on average (direct: itself; Poisson: the unnormalised intensities;
+events: the frames averaged over time). The ANN teacher sees `encoder.teacher_input()`: the
+normalised image for image encodings, the time-averaged frames for events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +35,9 @@ class Encoder(nn.Module):
     Args:
         mean, std: Per-channel statistics of the training images (for normalisation), or None.
     """
+
+    takes_frames: ClassVar[bool] = False
+    """Whether it takes binned event frames `[B, T, C, H, W]` (else images `[B, C, H, W]`)."""
 
     def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
@@ -53,6 +60,16 @@ class Encoder(nn.Module):
     def analog(self) -> Encoder:
         """The encoding an ANN of this network sees: what this one carries per step on average."""
         return self
+
+    def teacher_input(self) -> Encoder:
+        """What the ANN teacher sees: the normalised image, whatever the student's encoding."""
+        return DirectEncoding(*self.statistics())
+
+    def statistics(self) -> tuple[list[float] | None, list[float] | None]:
+        """The (mean, std) this encoder normalises with, or (None, None)."""
+        if self.mean is None:
+            return None, None
+        return self.mean.flatten().tolist(), self.std.flatten().tolist()
 
 
 class DirectEncoding(Encoder):
@@ -78,6 +95,39 @@ class RateEncoding(Encoder):
 
     def forward(self, images: Tensor, time_steps: int) -> Tensor:
         return images.unsqueeze(0)
+
+
+class EventFrames(Encoder):
+    """Binned event frames `[B, T_data, C, H, W]` -> `[T, B, C, H, W]`: frame t normalised per
+    polarity is step t; steps past the last frame are zeros (the sensor is silent)."""
+
+    takes_frames = True
+
+    def forward(self, images: Tensor, time_steps: int) -> Tensor:
+        if images.dim() != 5:
+            raise ValueError(
+                f"the events encoding takes binned event frames [B, T, C, H, W], got {list(images.shape)}; "
+                "image data uses encoding.name: direct or poisson"
+            )
+        frames = self.normalize(images[:, :time_steps]).transpose(0, 1)
+        missing = time_steps - frames.shape[0]
+        if missing > 0:
+            frames = torch.cat([frames, frames.new_zeros((missing, *frames.shape[1:]))])
+        return frames.contiguous()
+
+    def analog(self) -> Encoder:
+        return AveragedFrames(*self.statistics())
+
+    def teacher_input(self) -> Encoder:
+        return AveragedFrames(*self.statistics())
+
+
+class AveragedFrames(Encoder):
+    """The frames averaged over time, normalised: what an ANN of an event-data network sees
+    (the sum over the T bins divided by T, so the per-frame statistics normalise it)."""
+
+    def forward(self, images: Tensor, time_steps: int) -> Tensor:
+        return self.normalize(images.mean(dim=1)).unsqueeze(0)
 
 
 def check_encoder(name: str, entry: Any) -> None:

@@ -19,6 +19,11 @@ The function receives ONE image `x` shaped [C, H, W] with values in [0, 1], a se
 (0 = clean) and a CPU `torch.Generator`; it returns the corrupted image with the same shape on
 the same device, drawing random numbers on the generator only (then moved to the image's
 device), and checks its own upper bound, if it has one.
+
+A noise of event streams (`harness.noise.events`: `event_drop`, `background_activity`,
+`spatial_jitter`, `temporal_jitter`, `polarity_flip`) registers the same way, as an
+`EventNoise`: its function corrupts one sample's raw events before they are binned into frames;
+it applies to event datasets only, as the image noises apply to images only.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness.errors import HarnessInputError, PluginError
@@ -36,20 +43,57 @@ from harness.registry import GROUP_PREFIX, Registry
 
 __all__ = [
     "NOISES",
+    "EventNoise",
+    "EventNoiseFn",
     "NoiseFn",
     "apply_noise",
     "check_level",
     "check_level_at_most",
     "check_noise_function",
+    "is_event_noise",
     "list_noises",
     "noise_seed",
 ]
 
 NoiseFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
+EventNoiseFn = Callable[[np.ndarray, float, np.random.Generator, Sequence[int]], np.ndarray]
+"""(one sample's structured events x, y, t, p; level; a seeded numpy generator; the sensor's
+(W, H, P)) -> the corrupted events, sorted by t, never the input modified."""
+
+
+@dataclass(frozen=True)
+class EventNoise:
+    """A registered corruption of event streams (`harness.noise.events`).
+
+    Attributes:
+        fn: The corruption of one sample's events.
+        maximum: The level's upper bound (None: unbounded); levels are finite and >= 0.
+    """
+
+    fn: EventNoiseFn
+    maximum: float | None = None
+
+    def check(self, noise: str, level: float) -> float:
+        """`level` as a float; a one-line HarnessInputError naming the noise and its range if
+        it is not a finite number in [0, maximum]."""
+        allowed = f"in [0, {self.maximum:g}]" if self.maximum is not None else "a finite number >= 0"
+        try:
+            value = float(level)
+        except (TypeError, ValueError):
+            value = math.nan
+        bad = isinstance(level, bool) or not math.isfinite(value) or value < 0
+        if bad or (self.maximum is not None and value > self.maximum):
+            raise HarnessInputError(f"noise level for {noise!r} must be {allowed}, got {level!r}")
+        return value
+
 
 def check_noise_function(name: str, entry: Any) -> None:
-    """`NOISES`' check: a function of (image, level, generator)."""
+    """`NOISES`' check: a function of (image, level, generator), or an `EventNoise`."""
+    if isinstance(entry, EventNoise):
+        if not callable(entry.fn):
+            raise TypeError(f"EventNoise.fn must be a function (events, level, rng, sensor_size), got {entry.fn!r}")
+        return
     if not callable(entry):
         raise TypeError(f"expected a function (image, level, generator) -> image, got {entry!r}")
     try:
@@ -72,6 +116,11 @@ def check_level_at_most(noise: str, level: float, maximum: float) -> None:
 def list_noises() -> list[str]:
     """The registered noise names, sorted."""
     return NOISES.names()
+
+
+def is_event_noise(noise: str) -> bool:
+    """Whether `noise` corrupts event streams (an `EventNoise`) rather than images."""
+    return isinstance(NOISES.get(noise), EventNoise)
 
 
 def noise_seed(noise: str, level: float, index: int) -> int:
@@ -114,6 +163,10 @@ def check_level(noise: str, level: float) -> None:
     Raises:
         HarnessInputError: an unknown noise, or a level outside its valid range.
     """
+    entry = NOISES.get(noise)
+    if isinstance(entry, EventNoise):
+        entry.check(noise, level)
+        return
     apply_noise(torch.full((1, 1, 4, 4), 0.5), noise, level)
 
 
@@ -142,6 +195,8 @@ def apply_noise(images: torch.Tensor, noise: str, level: float, start_index: int
         ValueError: If `images` is not 4-D.
     """
     fn = NOISES.get(noise)
+    if isinstance(fn, EventNoise):
+        raise HarnessInputError(f"noise {noise!r} corrupts event streams, not images")
     value = _check_level(noise, level)
     if images.dim() != 4:
         raise ValueError(f"images must be shaped [N, C, H, W], got {tuple(images.shape)}")

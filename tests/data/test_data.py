@@ -34,9 +34,8 @@ def shipped(request: pytest.FixtureRequest) -> DataSplits:
 
 
 def test_registry_names() -> None:
-    assert list_datasets() == sorted(
-        ["digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
-    )
+    images = ["digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
+    assert list_datasets() == sorted([*images, "nmnist", "dvs-gesture", "cifar10-dvs", "digits-events"])
 
 
 def test_shipped_shapes_dtypes_and_range(shipped: DataSplits) -> None:

@@ -79,3 +79,22 @@ def test_a_poisson_network_runs_its_stem_at_every_step() -> None:
                        activation=make_lif(), encoder=PoissonEncoding())  # fmt: skip
     out, features = net(torch.rand(3, 1, 8, 8), 5, return_features=True)
     assert out.shape == (5, 3, 10) and features["stage1"].shape[:2] == (5, 3)
+
+
+def test_the_events_encoding_takes_frame_t_as_step_t_and_is_silent_after_the_frames() -> None:
+    from harness.models.encoders import AveragedFrames, EventFrames, create_encoder
+
+    frames = torch.rand(3, 4, 2, 5, 6) * 4  # [B, T, C, H, W] counts
+    encoder = create_encoder("events", mean=(1.0, 2.0), std=(2.0, 4.0))
+    assert isinstance(encoder, EventFrames) and encoder.takes_frames
+    steps = encoder(frames, 4)
+    assert steps.shape == (4, 3, 2, 5, 6)
+    assert torch.allclose(steps[2, 1, 1], (frames[1, 2, 1] - 2.0) / 4.0)  # step 2 = frame 2, normalised
+    longer = encoder(frames, 6)
+    assert torch.equal(longer[:4], steps) and not longer[4:].any()  # no more events after the frames
+    assert torch.equal(encoder(frames, 2), steps[:2])
+    averaged = encoder.analog()
+    assert isinstance(averaged, AveragedFrames) and isinstance(encoder.teacher_input(), AveragedFrames)
+    assert torch.allclose(averaged(frames, 4)[0, :, 0], (frames.mean(dim=1)[:, 0] - 1.0) / 2.0)
+    with pytest.raises(ValueError, match="binned event frames"):
+        encoder(torch.rand(3, 2, 5, 6), 4)

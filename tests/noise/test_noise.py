@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.errors import HarnessInputError, PluginError
-from harness.noise import NOISES, apply_noise, list_noises, noise_seed
+from harness.noise import NOISES, apply_noise, is_event_noise, list_noises, noise_seed
 
 BUILTINS = [
     "contrast",
@@ -44,7 +44,7 @@ STRONG = {
     "uniform": 1.0,
 }
 DETERMINISTIC = {"contrast", "gaussian_blur"}
-ALL = list_noises()
+ALL = [name for name in list_noises() if not is_event_noise(name)]  # the image noises (events: test_event_noise)
 RANDOM = [name for name in ALL if name not in DETERMINISTIC]
 
 
@@ -67,6 +67,11 @@ def constant(value: float, c: int = 1, h: int = 64, w: int = 64) -> torch.Tensor
 def test_builtins_are_registered_and_sorted() -> None:
     assert ALL == BUILTINS
     assert list_noises() == sorted(list_noises())
+
+
+def test_an_event_noise_is_refused_on_images() -> None:
+    with pytest.raises(HarnessInputError, match="^noise 'event_drop' corrupts event streams, not images$"):
+        apply_noise(make_images(), "event_drop", 0.1)
 
 
 def test_unknown_noise_names_the_choices() -> None:

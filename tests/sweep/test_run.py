@@ -252,12 +252,16 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
     assert {r.info.run_id: r.info.end_time for r in runs if r.info.run_id in before} == before  # not rerun
 
 
-@pytest.mark.parametrize("name", ["kd.yaml", "smoke.yaml", "cifar10-paper.yaml"])
+@pytest.mark.parametrize(
+    "name", ["kd.yaml", "smoke.yaml", "cifar10-paper.yaml", "events-cpu.yaml", "cifar10-dvs-paper.yaml"]
+)
 def test_every_shipped_space_validates(name: str, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "cifar-10-batches-py"  # the files the CIFAR-10 preset needs, present but empty
     folder.mkdir()
     for part in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
         (folder / part).touch()
+    (tmp_path / "CIFAR10DVS" / "airplane").mkdir(parents=True)  # and the CIFAR10-DVS preset's
+    (tmp_path / "CIFAR10DVS" / "airplane" / "0.aedat4").touch()
     args = ["validate", str(REPO / "search_spaces" / name)]
     if name.startswith("cifar10"):
         args += ["--set", f"dataset.root={tmp_path}"]
