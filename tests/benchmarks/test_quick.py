@@ -107,6 +107,7 @@ def test_list_schedule_makespan() -> None:
         "tune_startup",
         "seed_batching",
         "streaming",
+        "event_binning",
         "run",
     ],
 )

@@ -625,3 +625,26 @@ def test_digits_events_are_generated_alike_in_every_process_and_bin_into_frames(
     data = load_dataset("digits-events", time_bins=4)
     assert data.train_x.shape[1:] == (4, 2, 20, 20) and data.time_bins == 4 and data.in_channels == 2
     assert data.train_x.sum() > 0 and len(data.test_y) == 360  # the 20 % test split of digits
+
+
+PER_STEP_METHOD = '''
+import torch
+from harness.methods.student import StudentMethod
+
+
+class PerStep(StudentMethod):
+    """A plugin method: the mean over t of each step's cross-entropy (TET's loss)."""
+
+    def loss(self, images, labels):
+        logits = self.student(images, self.ctx.config.snn.time_steps)  # [T, B, K]
+        return torch.stack([torch.nn.functional.cross_entropy(step, labels) for step in logits]).mean()
+'''
+
+
+def test_a_plugin_method_trains_on_event_data_like_the_built_ins(tmp_path: Path, install_plugin) -> None:
+    from harness.trial import train
+
+    install_plugin("per-step", {"methods": {"per_step": "per_step:PerStep"}}, {"per_step.py": PER_STEP_METHOD})
+    _write_small_nmnist(tmp_path)
+    metrics = train(_nmnist_config(tmp_path, "per_step"), teacher_cache=tmp_path / "teachers", log=lambda _: None)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and "noise/event_drop/0.5" in metrics
