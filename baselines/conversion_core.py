@@ -11,7 +11,8 @@ Two variants share one conversion step (docs/ARCHITECTURE.md, "The science", con
 a `ConvertedIF` neuron (soft reset, membrane starting at half the threshold, spikes of value
 theta so the next layer's weights stay as they are). Average pooling, global average pooling
 and residual additions are linear and stay; max-pooling and other activations have no spiking
-equivalent and are refused by `check_convertible` before any training.
+equivalent and are refused by `check_convertible` before any training; parameter-free modules
+(a plugin's containers and reshapes, identity, dropout) pass through unchanged.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ _KEPT = (
     BasicBlock,
     SpikingNetwork,
     Encoder,  # the input encoding: not a layer of the network's computation
+)
+
+# Layers the converted network cannot keep: spiking neurons (the ANN is converted, not an SNN),
+# max pooling (the max of spike trains is not the spike train of the max), and normalisations
+# and attention that depend on the sample. Every activation of torch.nn but ReLU is refused too.
+_REFUSED = (
+    neuron.BaseNode,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.LocalResponseNorm,
 )
 
 
@@ -142,17 +160,38 @@ def fold_batchnorm(model: SpikingNetwork) -> SpikingNetwork:
 def check_convertible(model: nn.Module) -> None:
     """Checks that every layer has a spiking equivalent; cheap, runs on an untrained model.
 
+    Kept as they are: the linear layers and containers of `_KEPT`, and every module that holds
+    no weights or buffers of its own and is not refused, so a plugin family's own containers and
+    its parameter-free reshapes (`nn.Flatten`, `nn.Unflatten`, a `Reshape` of its own), identity
+    and dropout (inactive in eval) pass through. Converted: ReLU and QCFS. Refused: `_REFUSED`,
+    every other activation of `torch.nn`, and a module with weights of its own that the
+    conversion does not know (its weights could not be carried over).
+
     Raises:
         HarnessInputError: names the first module path that cannot be converted (for
-            example an `nn.MaxPool2d`, a Sigmoid/Tanh/GELU or a LIF activation).
+            example an `nn.MaxPool2d`, a Sigmoid/Tanh/GELU, a LIF activation or a LayerNorm).
     """
     for name, module in model.named_modules():
-        if isinstance(module, (*_KEPT, nn.ReLU, QCFS)):
-            continue
-        raise HarnessInputError(
-            f"model layer '{name or type(model).__name__}' ({type(module).__name__}) has no spiking equivalent for "
-            "ANN-to-SNN conversion; use pool='avg' and ReLU or QCFS activations"
-        )
+        reason = _refusal(module)
+        if reason is not None:
+            raise HarnessInputError(
+                f"model layer '{name or type(model).__name__}' ({type(module).__name__}) {reason} for "
+                "ANN-to-SNN conversion; use pool='avg' and ReLU or QCFS activations"
+            )
+
+
+def _refusal(module: nn.Module) -> str | None:
+    """Why `module` cannot be converted, or None when it can (`check_convertible`)."""
+    if isinstance(module, (*_KEPT, nn.ReLU, QCFS)):
+        return None
+    if isinstance(module, _REFUSED) or type(module).__module__ == nn.ReLU.__module__:
+        return "has no spiking equivalent"
+    if (
+        next(module.parameters(recurse=False), None) is not None
+        or next(module.buffers(recurse=False), None) is not None
+    ):
+        return "has weights of its own that the conversion cannot carry over"
+    return None  # parameter-free: a container, a reshape, identity, dropout
 
 
 def _relu_names(model: nn.Module) -> list[str]:
