@@ -108,6 +108,7 @@ def train_once(
     from harness.contract import Role, Tag
     from harness.methods import METHODS
     from harness.run_spec import run_spec
+    from harness.teacher import check_teacher_checkpoint
     from harness.tracking import TrialRecorder, absolute_tracking_uri, probe_store
     from harness.trial import train
 
@@ -117,6 +118,8 @@ def train_once(
     check_dataset_files(resolved)
     config = resolved.config
     METHODS.get(config.method).preflight(config)
+    if METHODS.get(config.method).capabilities.needs_teacher:
+        check_teacher_checkpoint(config, resolved.label("teacher.checkpoint"))
 
     experiment = experiment or loaded.name
     tracking_uri = absolute_tracking_uri(tracking_uri)

@@ -4,13 +4,24 @@ Teachers live in a content-addressed cache: the key hashes everything that deter
 trained weights (dataset and split, `teacher.*`, the optimiser settings of `train.*`, the
 seed). A lock file makes concurrent trials that need the same teacher train it once; the
 checkpoint is written to a temporary file and renamed, so a reader never sees half a file.
+
+A pre-trained teacher (`teacher.checkpoint: PATH`) is a state dict of the family's network: a
+mapping of names to tensors, or the harness's own cached `teacher.pt` (whose `state_dict` it
+takes), read with `torch.load(..., weights_only=True)`, so nothing in the file is executed. Its
+keys are checked against `teacher.*`'s network before anything runs (`check_teacher_checkpoint`)
+and its shapes when the trial builds the network on the data. It is loaded into the teacher, which
+then trains `teacher.epochs` epochs (0: used as it is), and cached like a trained teacher, keyed
+by the file's SHA-256 as well, so its test and noise accuracies are measured once.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +34,7 @@ from harness.config.sections import TrialConfig
 from harness.context import TrialContext, network_for
 from harness.data import DATASETS
 from harness.efficiency import count_ops
+from harness.errors import HarnessInputError
 from harness.files import DamagedState, read_json, write_atomically, write_json_atomically
 from harness.models import SpikingNetwork, count_parameters, relu
 from harness.training import Fitting, accuracy, noise_accuracies
@@ -49,6 +61,87 @@ def teacher_key(ctx: TrialContext) -> str:
     return teacher_key_of(ctx.config)
 
 
+@functools.lru_cache(maxsize=32)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_digest(path: str) -> str:
+    """SHA-256 of a checkpoint file (read once per process while its size and time stay)."""
+    stat = os.stat(path)
+    return _file_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """The state dict in `path` (see the module docstring).
+
+    Raises:
+        HarnessInputError: one line: the file cannot be read, needs unpickling of arbitrary
+            objects (refused by `weights_only=True`, nothing of it run), or is not a state dict.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise HarnessInputError(
+            f"teacher.checkpoint {path}: not a plain state dict; it needs unpickling of other objects, which "
+            f"torch.load(weights_only=True) refuses ({first}); save model.state_dict() instead"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise HarnessInputError(f"teacher.checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):
+        saved = saved["state_dict"]  # the harness's own teacher.pt
+    if not isinstance(saved, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in saved.items()
+    ):
+        raise HarnessInputError(
+            f"teacher.checkpoint {path}: not a state dict (a mapping of names to tensors); save model.state_dict()"
+        )
+    return saved
+
+
+def mismatch(state: dict[str, torch.Tensor], model: torch.nn.Module, shapes: bool) -> str | None:
+    """The first key (or, with `shapes`, tensor shape) in which `state` and `model`'s state dict
+    differ, as a phrase; None when they agree."""
+    expected = model.state_dict()
+    for key in expected:
+        if key not in state:
+            return f"lacks {key!r}"
+    for key in state:
+        if key not in expected:
+            return f"has {key!r}, which the network lacks"
+    if shapes:
+        for key, tensor in expected.items():
+            if tuple(state[key].shape) != tuple(tensor.shape):
+                return f"has {key!r} of shape {list(state[key].shape)}, the network {list(tensor.shape)}"
+    return None
+
+
+def check_teacher_checkpoint(config: TrialConfig, label: str = "teacher.checkpoint") -> None:
+    """Reads `teacher.checkpoint` (if set) and checks its keys against `teacher.*`'s network,
+    built for a nominal input (the keys do not depend on the data's shape; the shapes are checked
+    when the trial loads it). `label` names where the path was given.
+
+    Raises:
+        HarnessInputError: one line naming `label` and the first key that differs.
+    """
+    path = config.teacher.checkpoint
+    if path is None:
+        return
+    try:
+        state = read_checkpoint(path)
+    except HarnessInputError as exc:
+        raise HarnessInputError(f"{label}: {exc}") from None
+    nominal = config.teacher.model.build(in_channels=3, num_classes=10, image_shape=(32, 32), activation=relu)
+    problem = mismatch(state, nominal, shapes=False)
+    if problem is not None:
+        raise HarnessInputError(f"{label}: {path} {problem} ({describe_teacher(config)})")
+
+
 def teacher_key_of(config: TrialConfig) -> str:
     """The content address of the teacher a config needs."""
     cfg = config.model_dump(mode="json")
@@ -61,6 +154,8 @@ def teacher_key_of(config: TrialConfig) -> str:
     }
     if DATASETS.get(config.dataset.name).frames:  # the frames it averages depend on the binning
         identity["time_bins"] = config.snn.time_steps
+    if config.teacher.checkpoint is not None:  # the weights it starts from, whatever the file's name
+        identity["checkpoint_sha256"] = checkpoint_digest(config.teacher.checkpoint)
     blob = json.dumps(identity, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 
@@ -84,6 +179,13 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
     cfg, data = ctx.config, ctx.data
     teacher = cfg.teacher
     model = build_teacher(ctx)
+    if teacher.checkpoint is not None:
+        state = read_checkpoint(teacher.checkpoint)
+        problem = mismatch(state, model, shapes=True)
+        if problem is not None:
+            raise HarnessInputError(f"teacher.checkpoint: {teacher.checkpoint} {problem} ({describe_teacher(cfg)})")
+        model.load_state_dict(state)
+        ctx.log(f"teacher weights from {teacher.checkpoint}; {teacher.epochs} epoch(s) of training on top")
     fitting = Fitting(
         [model],
         cfg.train,
@@ -141,7 +243,9 @@ def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
                     f"{path}: the cached teacher is damaged ({type(exc).__name__}); remove that file to train it again"
                 ) from None
             return TeacherRecord(model, key, path, metrics, trained_now=False)
-        ctx.log(f"training teacher {key} ({describe_teacher(ctx.config)}); cached at {path}")
+        teacher = ctx.config.teacher
+        doing = "training" if teacher.checkpoint is None else "fine-tuning" if teacher.epochs else "measuring"
+        ctx.log(f"{doing} teacher {key} ({describe_teacher(ctx.config)}); cached at {path}")
         model, metrics = train_teacher(ctx)
         saved = {"state_dict": model.state_dict(), "metrics": metrics, "config": ctx.config.model_dump(mode="json")}
         write_atomically(path, lambda scratch: torch.save(saved, scratch))

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from harness.data import load_dataset
+from harness.errors import HarnessInputError
 from harness.methods import TrialContext
 from harness.teacher import load_or_train_teacher, teacher_key
 
@@ -85,3 +87,83 @@ def test_the_teachers_noise_accuracy_is_computed_once_per_noise_and_cached(make_
         "gaussian/0.1": 0.123,
         "salt_pepper/0.05": independent("salt_pepper", 0.05),
     }
+
+
+# --- pre-trained teachers (teacher.checkpoint) -------------------------------------------------
+
+
+def _trained_teacher_file(make_config, folder: Path) -> tuple[Path, dict[str, float]]:
+    """A tiny teacher trained by the harness, saved as a plain state dict (what a user brings)."""
+    record = load_or_train_teacher(_context(make_config("kd", **{"teacher.epochs": 2}), folder / "cache"))
+    path = folder / "my_teacher.pt"
+    torch.save(record.model.state_dict(), path)
+    return path, record.metrics
+
+
+def test_a_checkpoint_teacher_with_zero_epochs_is_used_as_it_is_and_cached_by_its_hash(make_config, tmp_path) -> None:
+    path, trained = _trained_teacher_file(make_config, tmp_path)
+    config = make_config("kd", **{"teacher.checkpoint": str(path), "teacher.epochs": 0})
+    lines: list[str] = []
+    ctx = TrialContext(config, load_dataset("digits"), torch.device("cpu"), tmp_path / "other", lines.append)
+    record = load_or_train_teacher(ctx)
+    assert record.metrics["teacher_test_accuracy"] == trained["teacher_test_accuracy"]  # the same weights
+    assert not any(line.startswith("teacher epoch") for line in lines)  # nothing trained
+    assert any(f"teacher weights from {path}" in line for line in lines)
+    again = load_or_train_teacher(ctx)
+    assert not again.trained_now  # measured once, then cached
+    with path.open("ab") as file:  # another file content: another teacher
+        file.write(b"\0")
+    assert teacher_key(ctx) != record.key
+
+
+class _SideEffect:
+    """Unpickling this would create a file: `torch.load(weights_only=True)` must refuse it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused_and_runs_nothing(make_config, tmp_path, capsys) -> None:
+    from harness.cli import main
+
+    marker = tmp_path / "side_effect_happened"
+    path = tmp_path / "evil.pt"
+    torch.save({"conv.weight": torch.zeros(1), "payload": _SideEffect(str(marker))}, path)
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    code = main(["validate", str(space), "--set", f"teacher.checkpoint={path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--set teacher.checkpoint: teacher.checkpoint" in err and "not a plain state dict" in err
+    assert len(err.strip().splitlines()) == 1 and not marker.exists()
+
+
+def test_checkpoint_refusals_name_the_key_and_the_first_difference(make_config, tmp_path, capsys) -> None:
+    from harness.cli import main
+
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    path, _ = _trained_teacher_file(make_config, tmp_path)
+    state = torch.load(path, weights_only=True)
+
+    def refusal(*sets: str) -> str:
+        assert main(["validate", str(space), *(a for s in sets for a in ("--set", s))]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        return err
+
+    missing = tmp_path / "missing.pt"
+    torch.save({k: v for k, v in state.items() if k != "classifier.weight"}, missing)
+    assert "lacks 'classifier.weight' (resnet depth=8 width=8)" in refusal(f"teacher.checkpoint={missing}")
+    tensors = tmp_path / "tensors.pt"
+    torch.save([torch.zeros(2)], tensors)
+    assert "not a state dict" in refusal(f"teacher.checkpoint={tensors}")
+    assert "teacher.checkpoint: no such file" in refusal(f"teacher.checkpoint={tmp_path / 'nowhere.pt'}")
+    assert "set teacher.checkpoint" in refusal("teacher.epochs=0")
+    # Keys agree but a shape does not: named when the trial builds the network on the data.
+    wide = tmp_path / "wide.pt"
+    torch.save({k: torch.cat([v, v]) if k == "classifier.weight" else v for k, v in state.items()}, wide)
+    config = make_config("kd", **{"teacher.checkpoint": str(wide), "teacher.epochs": 0})
+    ctx = TrialContext(config, load_dataset("digits"), torch.device("cpu"), tmp_path / "cache2", lambda _: None)
+    with pytest.raises(HarnessInputError, match=r"has 'classifier.weight' of shape \[20, 32\], the network \[10, 32\]"):
+        load_or_train_teacher(ctx)

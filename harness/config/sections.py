@@ -21,6 +21,7 @@ Nothing here knows a method: `harness.config.resolve` builds a `TrialConfig` fro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any, Literal
 
@@ -89,13 +90,33 @@ class TeacherConfig(Section):
     section's fields. A dump puts them side by side again.
     """
 
-    epochs: PositiveInt = 8
+    # 0: use `checkpoint` as it is; more: train (or, from a checkpoint, fine-tune) that long.
+    epochs: NonNegativeInt = 8
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: PositiveFloat = 0.05
     # None: the trial's seed (each student seed gets its own teacher). Fix it to distil every
     # student from one teacher, as with a downloaded pre-trained one.
     seed: NonNegativeInt | None = None
+    # A pre-trained teacher: a state dict of the family's network (`harness.teacher`), read with
+    # `torch.load(..., weights_only=True)`; the path is made absolute when the config is built.
+    checkpoint: str | None = None
     model: SerializeAsAny[ModelArgs]
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _absolute_existing_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        absolute = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isfile(absolute):
+            raise ValueError(f"no such file: {absolute}")
+        return absolute
+
+    @model_validator(mode="after")
+    def _epochs_or_checkpoint(self) -> TeacherConfig:
+        if self.epochs == 0 and self.checkpoint is None:
+            raise error_at(("epochs",), 0, message="0 epochs uses a pre-trained teacher: set teacher.checkpoint")
+        return self
 
     @property
     def arch(self) -> str:

@@ -23,6 +23,7 @@ from harness.contract import Capabilities
 from harness.errors import HarnessInputError
 from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
 from harness.methods.base import METHODS, read_sections
+from harness.teacher import check_teacher_checkpoint
 
 PLAN_FILE = "plan.json"  # the resolved plan of the sweep in its folder; --resume must match it
 
@@ -105,8 +106,10 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
         dims = {key: dist for key, dist in space.space.items() if key.split(".")[0] in read}
         plans.append(MethodPlan(name, resolved.config, dims, method.capabilities))
         trials.append(resolved)
-    for resolved in trials:  # files last: a config that cannot work is named before missing files
+    for resolved, method_plan in zip(trials, plans, strict=True):  # files last: a config that cannot work first
         check_dataset_files(resolved)
+        if method_plan.capabilities.needs_teacher:
+            check_teacher_checkpoint(resolved.config, resolved.label("teacher.checkpoint"))
     return SweepPlan(space, str(path), tuple(plans))
 
 

@@ -108,6 +108,7 @@ def test_list_schedule_makespan() -> None:
         "seed_batching",
         "streaming",
         "event_binning",
+        "recipe_check",
         "run",
     ],
 )

@@ -52,6 +52,7 @@ def test_the_teachers_family_arguments_and_training_keys_sit_side_by_side_in_a_d
         "optimizer": "sgd",
         "lr": 0.05,
         "seed": None,
+        "checkpoint": None,
     }
 
 
