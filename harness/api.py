@@ -18,6 +18,7 @@ Bad input raises `harness.errors.HarnessInputError` (one line naming the file an
 from __future__ import annotations
 
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -103,9 +104,12 @@ def train_once(
     Raises:
         HarnessInputError: bad input, before the run is made.
     """
+    import torch
+
     from harness.config.resolve import check_dataset_files, resolve
     from harness.config.space import load_space, trial_overrides
     from harness.contract import Role, Tag
+    from harness.evaluation import network_payload
     from harness.methods import METHODS
     from harness.run_spec import run_spec
     from harness.teacher import check_teacher_checkpoint
@@ -128,10 +132,19 @@ def train_once(
         on_start(config)
     spec = run_spec(config, Role.TRIAL, uuid.uuid4().hex[:12], extra_tags={Tag.SPACE: str(space)})
     recorder = TrialRecorder(tracking_uri, experiment, spec)
+
+    def report(metrics: dict[str, float], epoch: int, method: Any) -> None:
+        recorder.log_epoch(metrics, epoch)
+        if epoch == config.train.epochs:  # the trained network, for `harness evaluate`
+            with tempfile.TemporaryDirectory() as scratch:
+                path = Path(scratch) / "checkpoint.pt"
+                torch.save(network_payload(method, config, epoch), path)
+                recorder.log_network_file(path)
+
     try:
         metrics = train(
             config,
-            report=lambda metrics, epoch, _: recorder.log_epoch(metrics, epoch),
+            report=report,
             teacher_cache=teacher_cache,
             log=log,
             on_batch=on_batch,
@@ -232,6 +245,48 @@ def publish_report(options: SweepOptions, parent_run_id: str, log: Callable[[str
         return None
     MlflowClient(options.tracking_uri).log_artifacts(parent_run_id, str(built.parent), "report")
     return built
+
+
+def evaluate(
+    *,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    overrides: Overrides = (),
+    tracking_uri: str | None = None,
+    teacher_cache: Path | None = None,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, dict[str, float]]:
+    """`harness evaluate`: a run's logged network (`run_id`), or every final run of a sweep's
+    `experiment`, measured again with `eval.*` overrides and no training; the metrics go to
+    those runs (`harness.evaluation`). Returns them by run id.
+
+    Raises:
+        HarnessInputError: neither or both of run and experiment, an unknown run or experiment,
+            a run without a logged network, or an override outside `eval.*`.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from harness.contract import Role, Tag
+    from harness.evaluation import evaluate_run
+    from harness.tracking import absolute_tracking_uri
+
+    if (run_id is None) == (experiment is None):
+        raise HarnessInputError("evaluate: give --run RUN_ID or --experiment NAME")
+    client = MlflowClient(absolute_tracking_uri(tracking_uri))
+    if run_id is not None:
+        run_ids = [run_id]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise HarnessInputError(f"--experiment {experiment}: no such experiment in this store")
+        finals = client.search_runs(
+            [found.experiment_id], f"tags.`{Tag.ROLE}` = '{Role.FINAL}' and attributes.status = 'FINISHED'"
+        )
+        if not finals:
+            raise HarnessInputError(f"--experiment {experiment}: it has no finished final runs to evaluate")
+        run_ids = [run.info.run_id for run in finals]
+    pairs = _pairs(overrides)
+    return {rid: evaluate_run(client, rid, pairs, teacher_cache=teacher_cache, log=log) for rid in run_ids}
 
 
 def report(

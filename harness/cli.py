@@ -164,6 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=run_report)
 
+    evaluate = _command(
+        commands,
+        "evaluate",
+        "measure logged networks again under other eval.* settings, without training",
+        "Reload a run's logged network (every finished trial logs one) and evaluate it again with\n"
+        "--set eval.* overrides (new noise levels, another T curve), without training; the metrics\n"
+        "are added to that run, so `harness report` shows them. --experiment does it for every\n"
+        "final run of a sweep.",
+        "harness evaluate --run 0a46e138f36f4188 --set 'eval.noise.gaussian=[0.3]'",
+        "harness evaluate --experiment smoke-digits --set 'eval.noise={gaussian: [0.1, 0.3]}'",
+    )
+    target = evaluate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", dest="run_id", help="the MLflow run id of a finished trial")
+    target.add_argument("--experiment", help="every finished final run of this experiment")
+    _add_set(evaluate)
+    evaluate.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    evaluate.add_argument("--teacher-cache", type=Path, help="teacher cache folder (default: runs/teacher_cache)")
+    evaluate.set_defaults(handler=run_evaluate)
+
     validate = _command(
         commands,
         "validate",
@@ -260,6 +279,21 @@ def run_train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(summary_table(outcome.metrics))
     print(f"\nMLflow run {outcome.run_id} in experiment {outcome.experiment!r} at {outcome.tracking_uri}")
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`harness evaluate`: logged networks measured again, the metrics added to their runs."""
+    results = api.evaluate(
+        run_id=args.run_id,
+        experiment=args.experiment,
+        overrides=_overrides(args),
+        tracking_uri=args.tracking_uri,
+        teacher_cache=args.teacher_cache,
+    )
+    for run_id, metrics in results.items():
+        print(f"run {run_id}")
+        print(summary_table(metrics))
     return EXIT_OK
 
 

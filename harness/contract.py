@@ -44,6 +44,8 @@ class Tag(StrEnum):
     GIT_DIRTY = "harness.git_dirty"  # "true" when tracked files differed from that commit
     LIBRARY = "harness.lib."  # + torch, spikingjelly, ray, optuna, mlflow: their versions
     DEVICE = "harness.device"  # the CPU model or GPU name that ran the trial
+    CHECKPOINT = "harness.checkpoint"  # a sweep trial's last checkpoint file (its network is also logged)
+    EVALUATED = "harness.evaluated"  # JSON of the eval.* of the latest `harness evaluate` of the run
     PARENT = "mlflow.parentRunId"
     EXPERIMENT_KIND = "mlflow.experimentKind"
 

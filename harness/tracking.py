@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from harness.files import check_writable_folder
 EXPERIMENT_KIND_TAGS = {Tag.EXPERIMENT_KIND.value: EXPERIMENT_KIND}
 _BATCH = 900  # log_batch takes at most 1000 entries
 CONFIG_ARTIFACT = "config.yaml"  # every trial run's resolved config
+NETWORK_ARTIFACT = "model/checkpoint.pt"  # a finished trial's trained network (harness.evaluation)
 _CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -242,6 +244,17 @@ class TrackedRun:
             inputs.append(DatasetInput(dataset, tags=[InputTag(DATA_CONTEXT, _CONTEXTS.get(part, part))]))
         self.client.log_inputs(self.run_id, datasets=inputs)
 
+    def log_network_file(self, path: str | Path) -> None:
+        """Logs a trained network's file (`harness.evaluation.network_payload`, or a sweep trial's
+        last checkpoint, of the same layout) as the run's `model/checkpoint.pt`."""
+        import shutil
+
+        folder, name = NETWORK_ARTIFACT.rsplit("/", 1)
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / name
+            shutil.copyfile(path, copy)
+            self.client.log_artifact(self.run_id, str(copy), folder)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         """Stores `text` as an artifact of the run."""
         self.client.log_text(self.run_id, text, artifact_file)
@@ -316,6 +329,10 @@ class TrialRecorder:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Adds tags to the run."""
         self.run.set_tags(tags)
+
+    def log_network_file(self, path: str | Path) -> None:
+        """The trained network's file as the run's `model/checkpoint.pt` (`TrackedRun.log_network_file`)."""
+        self.run.log_network_file(path)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """Ends the run as FINISHED, FAILED or KILLED; a reason goes to `harness.failure_reason`."""

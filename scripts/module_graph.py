@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "harness.config.resolve",
             "harness.config.space",
+            "harness.evaluation",
             "harness.key_table",
             "harness.plugins",
             "harness.run_spec",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -26,13 +27,18 @@ class MlflowTrialCallback(tune.Callback):
     into it: every planned trial has exactly one run, and an epoch already logged is not
     logged twice. Trials stopped early by the scheduler end FINISHED with
     `harness.pruned=true`; errored trials end FAILED with the reason in
-    `harness.failure_reason`. Each trial's config is resolved once, when its run opens.
+    `harness.failure_reason`. Each trial's config is resolved once, when its run opens. A trial
+    that trains to its last epoch logs its last checkpoint (under `checkpoints`, by identity) as
+    the run's network (`harness.evaluation`) and links the file (`harness.checkpoint`).
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, plan: SweepPlan) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, parent_run_id: str, plan: SweepPlan, checkpoints: Path | None = None
+    ) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.parent_run_id = parent_run_id
         self.plan = plan
+        self.checkpoints = checkpoints
         self.recorders: dict[str, TrialRecorder] = {}  # trial id -> its run's recorder
         self.configs: dict[str, TrialConfig] = {}  # trial id -> its resolved config
         self.nodes: dict[str, str] = {}  # trial id -> the Ray node id last tagged
@@ -98,10 +104,21 @@ class MlflowTrialCallback(tune.Callback):
         pruned = epoch < self.configs[key].train.epochs
         if pruned:
             recorder.set_tags({Tag.PRUNED: contract.TRUE})
+        else:
+            self._log_network(recorder, planned, epoch)
         recorder.finish("FINISHED")
         test = last.get(contract.TEST_ACCURACY, float("nan"))
         outcome = f"pruned after epoch {epoch}" if pruned else f"test_accuracy {test:.4f}"
         _progress(f"{planned.label()}: val_accuracy {last.get(contract.VAL_ACCURACY, float('nan')):.4f}, {outcome}")
+
+    def _log_network(self, recorder: TrialRecorder, planned: PlannedTrial, epoch: int) -> None:
+        """The trial's last checkpoint as its run's network, and a tag linking the file."""
+        if self.checkpoints is None:
+            return
+        path = self.checkpoints / planned.identity / f"epoch-{epoch}.pt"
+        if path.exists():
+            recorder.log_network_file(path)
+            recorder.set_tags({Tag.CHECKPOINT: str(path.resolve())})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
         reason = _error_reason(trial)

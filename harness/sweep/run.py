@@ -315,7 +315,8 @@ def _search_and_final_stage(
 ) -> dict[str, MethodOutcome]:
     """Every method's search and final runs, as one Tune experiment in `folder`; returns each
     method's outcome, read from the searcher's record of its choices."""
-    trainable = _trainable(plan, teacher_cache, folder.parent / CHECKPOINTS_FOLDER)
+    checkpoints = folder.parent / CHECKPOINTS_FOLDER
+    trainable = _trainable(plan, teacher_cache, checkpoints)
     choices_file = folder.parent / CHOICES_FILE
     if options.resume and tune.Tuner.can_restore(str(folder)):
         # Errored trials stay errored: the searcher has counted them already and would ignore
@@ -329,7 +330,7 @@ def _search_and_final_stage(
             ) from None
     else:
         callbacks = [
-            MlflowTrialCallback(options.tracking_uri, options.experiment, parent_run_id, plan),
+            MlflowTrialCallback(options.tracking_uri, options.experiment, parent_run_id, plan, checkpoints),
             WaitNotice(plan.space.resources),
             SweepProgress.for_plan(plan, choices=choices_file),
         ]

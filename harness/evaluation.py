@@ -1,0 +1,132 @@
+"""Re-evaluation without retraining: a run's logged network, measured again under other `eval.*`.
+
+Every finished trial logs what it trained as the artifact `model/checkpoint.pt` of its MLflow
+run (`NETWORK_ARTIFACT`): the method's `state_dict()` (its networks, adapters and optimiser
+state, as a sweep's checkpoint holds them) beside the resolved config, written with `torch.save`
+and read back with `torch.load(..., weights_only=True)`. Not an MLflow logged model: that would
+pickle the network's classes (a plugin's included) and load them by unpickling; a state dict
+and the config rebuild the same network through the registries, and loading it runs nothing.
+
+`evaluate_run` rebuilds the trial's method from that config with `eval.*` changed (`--set
+eval.noise.gaussian=[0.3]`, `--set eval.time_steps=[1,2,4,8,16]`; any other key would need
+retraining and is refused), loads the weights, runs the final evaluation and logs its metrics
+to the same run, so the report's tables pick the new columns up. The run's params keep what it
+trained with (MLflow params are immutable); the tag `harness.evaluated` records the `eval.*` of
+the latest re-evaluation. A method that needs a teacher gets it from the teacher cache (its
+test metrics are part of the evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from harness.config.dotted import KeyClash, flatten, unflatten
+from harness.config.resolve import Origin, build_trial_config, one_line
+from harness.config.sections import TrialConfig
+from harness.contract import Tag
+from harness.errors import HarnessInputError
+from harness.tracking import NETWORK_ARTIFACT
+
+
+def network_payload(method: Any, config: TrialConfig, epoch: int) -> dict[str, Any]:
+    """What a finished trial logs of its method: the layout of a sweep's trial checkpoint."""
+    return {**method.state_dict(), "epoch": epoch, "config": config.model_dump(mode="json")}
+
+
+def evaluation_config(saved: Mapping[str, Any], overrides: Iterable[tuple[str, Any]]) -> TrialConfig:
+    """The saved resolved config with `eval.*` overrides.
+
+    Raises:
+        HarnessInputError: an override outside `eval.*`, or one the config refuses (naming
+            `--set KEY`).
+    """
+    flat = flatten(dict(saved))
+    pairs = list(overrides)
+    for key, _ in pairs:
+        if not key.startswith("eval."):
+            raise HarnessInputError(f"--set {key}: only eval.* can change without retraining")
+    # `eval.noise` replaces the trained run's noise list: the run keeps its earlier metrics.
+    flat = {k: v for k, v in flat.items() if not any(k == key or k.startswith(key + ".") for key, _ in pairs)}
+    try:
+        tree = unflatten({**flat, **dict(pairs)})
+        return build_trial_config(tree)
+    except KeyClash as exc:
+        raise HarnessInputError(f"--set {exc.key}: {exc.problem}") from None
+    except ValidationError as exc:
+        origin = {key: Origin(f"--set {key}", nested=False) for key, _ in pairs}
+        raise HarnessInputError(one_line("the run's config", exc, origin, tree)) from None
+
+
+def read_network(client: Any, run_id: str) -> dict[str, Any]:
+    """The run's logged network payload.
+
+    Raises:
+        HarnessInputError: an unknown run, or a run without a logged network.
+    """
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, no bars
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise HarnessInputError(f"--run {run_id}: no such run in this store") from None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, NETWORK_ARTIFACT, folder)
+        except (MlflowException, OSError):
+            raise HarnessInputError(
+                f"--run {run_id}: the run has no logged network ({NETWORK_ARTIFACT}); only finished trials log one"
+            ) from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def evaluate_run(
+    client: Any,
+    run_id: str,
+    overrides: Iterable[tuple[str, Any]] = (),
+    *,
+    teacher_cache: Path | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, float]:
+    """Measures a run's logged network again under its `eval.*` with `overrides`, and logs the
+    metrics to that run (see the module docstring). Returns them.
+
+    Raises:
+        HarnessInputError: an unknown run, no logged network, or a bad override.
+    """
+    from harness.methods import TrialContext, create_method
+    from harness.trial import DEFAULT_TEACHER_CACHE, final_evaluation, load_trial_data, resolve_device
+
+    payload = read_network(client, run_id)
+    config = evaluation_config(payload["config"], overrides)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    data = load_trial_data(config, device)
+    cache = Path(teacher_cache or os.environ.get("HARNESS_TEACHER_CACHE", DEFAULT_TEACHER_CACHE))
+    method = create_method(config.method, TrialContext(config, data, device, cache, log))
+    method.load_state_dict(payload)
+    started = time.perf_counter()
+    metrics = final_evaluation(method, data, config) | method.extra_metrics()
+    log(f"run {run_id}: evaluated in {time.perf_counter() - started:.1f}s")
+    _log_metrics(client, run_id, metrics, step=int(payload.get("epoch", config.train.epochs)))
+    client.set_tag(run_id, Tag.EVALUATED, json.dumps(config.eval.model_dump(mode="json"), sort_keys=True))
+    return metrics
+
+
+def _log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    entries = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+    for start in range(0, len(entries), 500):  # MLflow's batch limit is 1,000
+        client.log_batch(run_id, metrics=entries[start : start + 500])
