@@ -105,6 +105,7 @@ def train_once(
         HarnessInputError: bad input, before the run is made.
     """
     import torch
+    from mlflow.exceptions import MlflowException
 
     from harness.config.resolve import check_dataset_files, resolve
     from harness.config.space import load_space, trial_overrides
@@ -139,7 +140,10 @@ def train_once(
             with tempfile.TemporaryDirectory() as scratch:
                 path = Path(scratch) / "checkpoint.pt"
                 torch.save(network_payload(method, config, epoch), path)
-                recorder.log_network_file(path)
+                try:
+                    recorder.log_network_file(path)
+                except (MlflowException, OSError) as exc:  # an artifact store it cannot write: the run goes on
+                    log(f"the trained network was not logged ({type(exc).__name__}: {exc})")
 
     try:
         metrics = train(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from ray import tune
 
 from harness import contract
@@ -116,9 +117,13 @@ class MlflowTrialCallback(tune.Callback):
         if self.checkpoints is None:
             return
         path = self.checkpoints / planned.identity / f"epoch-{epoch}.pt"
-        if path.exists():
+        if not path.exists():
+            return
+        recorder.set_tags({Tag.CHECKPOINT: str(path.resolve())})
+        try:
             recorder.log_network_file(path)
-            recorder.set_tags({Tag.CHECKPOINT: str(path.resolve())})
+        except (MlflowException, OSError) as exc:  # an artifact store it cannot write: the sweep goes on
+            _progress(f"{planned.label()}: its network was not logged ({type(exc).__name__}: {exc}); see {path}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
         reason = _error_reason(trial)
