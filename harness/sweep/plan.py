@@ -23,7 +23,6 @@ from harness.contract import Capabilities
 from harness.errors import HarnessInputError
 from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
 from harness.methods.base import METHODS, read_sections
-from harness.teacher import check_teacher_checkpoint
 
 PLAN_FILE = "plan.json"  # the resolved plan of the sweep in its folder; --resume must match it
 
@@ -106,6 +105,8 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
         dims = {key: dist for key, dist in space.space.items() if key.split(".")[0] in read}
         plans.append(MethodPlan(name, resolved.config, dims, method.capabilities))
         trials.append(resolved)
+    from harness.teacher import check_teacher_checkpoint  # here: Ray workers import this module, not the teacher
+
     for resolved, method_plan in zip(trials, plans, strict=True):  # files last: a config that cannot work first
         check_dataset_files(resolved)
         if method_plan.capabilities.needs_teacher:
