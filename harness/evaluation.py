@@ -9,8 +9,10 @@ and the config rebuild the same network through the registries, and loading it r
 
 `evaluate_run` rebuilds the trial's method from that config with `eval.*` changed (`--set
 eval.noise.gaussian=[0.3]`, `--set eval.time_steps=[1,2,4,8,16]`; any other key would need
-retraining and is refused), loads the weights, runs the final evaluation and logs its metrics
-to the same run, so the report's tables pick the new columns up. The run's params keep what it
+retraining and is refused), loads the weights, measures the noise levels the run has no metric
+of (and, when `eval.time_steps` or `eval.reference_time_steps` change, the whole final
+evaluation: clean accuracy, T curve, op counts) and logs the metrics to the same run, so the
+report's tables pick the new columns up. The run's params keep what it
 trained with (MLflow params are immutable); the tag `harness.evaluated` records the `eval.*` of
 the latest re-evaluation. A method that needs a teacher gets it from the teacher cache (its
 test metrics are part of the evaluation).
@@ -32,7 +34,7 @@ from pydantic import ValidationError
 from harness.config.dotted import KeyClash, flatten, unflatten
 from harness.config.resolve import Origin, build_trial_config, one_line
 from harness.config.sections import TrialConfig
-from harness.contract import Tag
+from harness.contract import NOISE, Tag, noise_metric
 from harness.errors import HarnessInputError
 from harness.tracking import NETWORK_ARTIFACT
 
@@ -104,10 +106,11 @@ def evaluate_run(
         HarnessInputError: an unknown run, no logged network, or a bad override.
     """
     from harness.methods import TrialContext, create_method
-    from harness.trial import DEFAULT_TEACHER_CACHE, final_evaluation, load_trial_data, resolve_device
+    from harness.trial import DEFAULT_TEACHER_CACHE, final_evaluation, load_trial_data, noise_evaluation, resolve_device
 
     payload = read_network(client, run_id)
-    config = evaluation_config(payload["config"], overrides)
+    asked = evaluation_config(payload["config"], overrides)
+    config = only_missing_noise(asked, set(client.get_run(run_id).data.metrics))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
@@ -116,11 +119,28 @@ def evaluate_run(
     method = create_method(config.method, TrialContext(config, data, device, cache, log))
     method.load_state_dict(payload)
     started = time.perf_counter()
-    metrics = final_evaluation(method, data, config) | method.extra_metrics()
+    trained = build_trial_config(payload["config"]).eval
+    if (config.eval.time_steps, config.eval.reference_time_steps) == (trained.time_steps, trained.reference_time_steps):
+        metrics = noise_evaluation(method, data, config)  # the clean accuracy and T curve are logged already
+    else:
+        metrics = final_evaluation(method, data, config)
+    metrics |= method.extra_metrics()
     log(f"run {run_id}: evaluated in {time.perf_counter() - started:.1f}s")
     _log_metrics(client, run_id, metrics, step=int(payload.get("epoch", config.train.epochs)))
-    client.set_tag(run_id, Tag.EVALUATED, json.dumps(config.eval.model_dump(mode="json"), sort_keys=True))
+    client.set_tag(run_id, Tag.EVALUATED, json.dumps(asked.eval.model_dump(mode="json"), sort_keys=True))
     return metrics
+
+
+def only_missing_noise(config: TrialConfig, logged: set[str]) -> TrialConfig:
+    """`config` with `eval.noise` narrowed to the levels the run has no metric of: a noise
+    level is seeded per sample, so a logged one would come out the same (the clean accuracy and
+    the T curve are measured again, as they cost one pass)."""
+    noise = {
+        kind: tuple(level for level in levels if noise_metric(kind, level, NOISE) not in logged)
+        for kind, levels in config.eval.noise.items()
+    }
+    noise = {kind: levels for kind, levels in noise.items() if levels}
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"noise": noise})})
 
 
 def _log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:

@@ -165,6 +165,22 @@ def validate(method: Method, data: DataSplits, config: TrialConfig) -> float:
     return accuracy(method.network(), data.val_x, data.val_y, time_steps=t, batch_size=eval_batch(config, t))
 
 
+def noise_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> dict[str, float]:
+    """`noise/<type>/<level>` of every level of `eval.noise`, at the method's T: the part of
+    `final_evaluation` that `harness evaluate` runs when only noise levels are added."""
+    t_eval = method.eval_time_steps
+    return noise_accuracies(
+        method.network(),
+        data.test_x,
+        data.test_y,
+        config.eval.noise,
+        prefix=contract.NOISE,
+        time_steps=t_eval,
+        batch_size=eval_batch(config, t_eval),
+        corruption=data.corruption,
+    )
+
+
 def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> dict[str, float]:
     """Test accuracy, time-step curve, efficiency and noise robustness of the trained network.
 
@@ -196,14 +212,4 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
             else accuracy(net, data.test_x, data.test_y, time_steps=t, batch_size=eval_batch(config, t))
         )
     metrics |= counts.summary(t_eval)
-    metrics |= noise_accuracies(
-        net,
-        data.test_x,
-        data.test_y,
-        config.eval.noise,
-        prefix=contract.NOISE,
-        time_steps=t_eval,
-        batch_size=eval_batch(config, t_eval),
-        corruption=data.corruption,
-    )
-    return metrics
+    return metrics | noise_evaluation(method, data, config)

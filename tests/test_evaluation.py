@@ -35,14 +35,19 @@ def test_a_finished_trial_logs_its_network_and_evaluate_adds_metrics_without_tra
         run_id=outcome.run_id, overrides=[("eval.noise.gaussian", [0.3])], tracking_uri=uri, log=lines.append
     )
     metrics = results[outcome.run_id]
-    # The same network on the same test set: the clean accuracy is the trained run's exactly.
-    assert metrics["test_accuracy"] == outcome.metrics["test_accuracy"]
+    assert "test_accuracy" not in metrics  # only a noise level was added: the clean pass is logged already
     assert "noise/gaussian/0.3" in metrics and "noise/gaussian/0.3" not in outcome.metrics
+    assert "noise/salt_pepper/0.05" not in metrics  # logged already: not measured again
     logged = client.get_run(outcome.run_id).data
     assert logged.metrics["noise/gaussian/0.3"] == metrics["noise/gaussian/0.3"]
     assert logged.metrics["noise/gaussian/0.1"] == outcome.metrics["noise/gaussian/0.1"]  # kept
     assert json.loads(logged.tags[Tag.EVALUATED])["noise"] == {"gaussian": [0.3], "salt_pepper": [0.05]}
     assert not any("epoch" in line for line in lines)  # nothing trained
+    # Another T curve is a whole final evaluation: the same network on the same test set gives
+    # the trained run's clean accuracy exactly, and the new point of the curve.
+    again = api.evaluate(run_id=outcome.run_id, overrides=[("eval.time_steps", [1, 2, 4, 8])], tracking_uri=uri)
+    assert again[outcome.run_id]["test_accuracy"] == outcome.metrics["test_accuracy"]
+    assert "timestep/8" in again[outcome.run_id] and "timestep/8" not in outcome.metrics
 
 
 def test_evaluate_refuses_in_one_line(trained_run, capsys, tmp_path: Path) -> None:
