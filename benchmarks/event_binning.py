@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from benchlib import fmt, median, publish, table
 
-from harness.data.events import bin_samples, list_events, load_frames
+from harness.data.events import list_events, load_frames
+from harness.data.frames import bin_samples
 
 TIME_BINS = 10
 SENSOR = (34, 34, 2)

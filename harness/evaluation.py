@@ -68,8 +68,8 @@ def evaluation_config(saved: Mapping[str, Any], overrides: Iterable[tuple[str, A
         raise HarnessInputError(one_line("the run's config", exc, origin, tree)) from None
 
 
-def read_network(client: Any, run_id: str) -> dict[str, Any]:
-    """The run's logged network payload.
+def read_network(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:
+    """The run and its logged network payload.
 
     Raises:
         HarnessInputError: an unknown run, or a run without a logged network.
@@ -78,7 +78,7 @@ def read_network(client: Any, run_id: str) -> dict[str, Any]:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, no bars
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise HarnessInputError(f"--run {run_id}: no such run in this store") from None
     with tempfile.TemporaryDirectory() as folder:
@@ -88,7 +88,7 @@ def read_network(client: Any, run_id: str) -> dict[str, Any]:
             raise HarnessInputError(
                 f"--run {run_id}: the run has no logged network ({NETWORK_ARTIFACT}); only finished trials log one"
             ) from None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return run, torch.load(path, map_location="cpu", weights_only=True)
 
 
 def evaluate_run(
@@ -108,9 +108,9 @@ def evaluate_run(
     from harness.methods import TrialContext, create_method
     from harness.trial import DEFAULT_TEACHER_CACHE, final_evaluation, load_trial_data, noise_evaluation, resolve_device
 
-    payload = read_network(client, run_id)
+    run, payload = read_network(client, run_id)
     asked = evaluation_config(payload["config"], overrides)
-    config = only_missing_noise(asked, set(client.get_run(run_id).data.metrics))
+    config = only_missing_noise(asked, set(run.data.metrics))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)

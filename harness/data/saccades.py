@@ -27,7 +27,7 @@ import functools
 import numpy as np
 
 from harness.data.entry import DatasetEntry, EventSource, RawArrays
-from harness.data.events import bin_samples
+from harness.data.frames import bin_samples
 
 SENSOR = (20, 20, 2)  # tonic's (W, H, polarities)
 STEPS_PER_SACCADE = 10

@@ -25,21 +25,17 @@ import numpy as np
 import pytest
 import tonic.dataset
 
-from harness.data.events import (
+from harness.data.events import EventSet, check_events, read_events
+from harness.data.frames import (
     BINNING,
-    EventSet,
     FrameCache,
     bin_events,
     bin_samples,
     cached_frames,
-    check_events,
     frame_cache_key,
-    read_events,
     source_digest,
 )
 from harness.errors import HarnessInputError
-
-HAS_AEDAT = importlib.util.find_spec("aedat") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +228,6 @@ def _write_cifar10_dvs(root: Path, seed: int = 2) -> list[tuple[str, int, dict[s
     return written
 
 
-@pytest.mark.skipif(not HAS_AEDAT, reason="the aedat package (tonic's AEDAT 4 reader) is not installed")
 def test_cifar10_dvs_round_trip_with_aedat(tmp_path: Path) -> None:
     written = _write_cifar10_dvs(tmp_path)
     everything, test = read_events("cifar10-dvs", tmp_path, download=False)
