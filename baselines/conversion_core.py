@@ -11,8 +11,11 @@ Two variants share one conversion step (docs/ARCHITECTURE.md, "The science", con
 a `ConvertedIF` neuron (soft reset, membrane starting at half the threshold, spikes of value
 theta so the next layer's weights stay as they are). Average pooling, global average pooling
 and residual additions are linear and stay; max-pooling and other activations have no spiking
-equivalent and are refused by `check_convertible` before any training; parameter-free modules
-(a plugin's containers and reshapes, identity, dropout) pass through unchanged.
+equivalent and are refused by `check_convertible` before any training, and so is a product of
+two activations (`harness.efficiency.ActivationProduct`, a spiking transformer's attention): the
+product of two spike trains is not linear in their firing rates, so the rates of a converted
+network do not carry the ANN's product. Parameter-free modules (a plugin's containers and
+reshapes, identity, dropout) pass through unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from spikingjelly.activation_based import neuron
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from harness.efficiency import ActivationProduct
 from harness.errors import HarnessInputError
 from harness.models.base import SpikingNetwork
 from harness.models.encoders import Encoder
@@ -129,8 +133,9 @@ class ConvertedIF(neuron.HalfThresholdIFNode):
         super().__init__(v_threshold=float(threshold), step_mode="m")
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        """Integrates `x_seq` over its first dimension; returns `spike * theta`."""
-        return super().forward(x_seq) * self.v_threshold
+        """Integrates `x_seq` over its first dimension (in fp32, whatever autocast made of the
+        input); returns `spike * theta` in the input's dtype."""
+        return (super().forward(x_seq.float()) * self.v_threshold).to(x_seq.dtype)
 
 
 def _fold_pairs(seq: nn.Sequential) -> None:
@@ -164,33 +169,40 @@ def check_convertible(model: nn.Module) -> None:
     no weights or buffers of its own and is not refused, so a plugin family's own containers and
     its parameter-free reshapes (`nn.Flatten`, `nn.Unflatten`, a `Reshape` of its own), identity
     and dropout (inactive in eval) pass through. Converted: ReLU and QCFS. Refused: `_REFUSED`,
-    every other activation of `torch.nn`, and a module with weights of its own that the
-    conversion does not know (its weights could not be carried over).
+    every other activation of `torch.nn`, a product of two activations (`ActivationProduct`:
+    not linear in firing rates), and a module with weights of its own that the conversion does
+    not know (its weights could not be carried over).
 
     Raises:
         HarnessInputError: names the first module path that cannot be converted (for
-            example an `nn.MaxPool2d`, a Sigmoid/Tanh/GELU, a LIF activation or a LayerNorm).
+            example an `nn.MaxPool2d`, a Sigmoid/Tanh/GELU, a LIF activation, a LayerNorm or
+            a spiking transformer's attention product).
     """
     for name, module in model.named_modules():
         reason = _refusal(module)
         if reason is not None:
-            raise HarnessInputError(
-                f"model layer '{name or type(model).__name__}' ({type(module).__name__}) {reason} for "
-                "ANN-to-SNN conversion; use pool='avg' and ReLU or QCFS activations"
-            )
+            raise HarnessInputError(f"model layer '{name or type(model).__name__}' ({type(module).__name__}) {reason}")
+
+
+_ADVICE = "for ANN-to-SNN conversion; use pool='avg' and ReLU or QCFS activations"
 
 
 def _refusal(module: nn.Module) -> str | None:
     """Why `module` cannot be converted, or None when it can (`check_convertible`)."""
     if isinstance(module, (*_KEPT, nn.ReLU, QCFS)):
         return None
+    if isinstance(module, ActivationProduct):
+        return (
+            "multiplies two activations: the product of two spike trains is not linear in their firing "
+            "rates, so rate-based ANN-to-SNN conversion does not hold for it; train this family with kd or direct"
+        )
     if isinstance(module, _REFUSED) or type(module).__module__ == nn.ReLU.__module__:
-        return "has no spiking equivalent"
+        return f"has no spiking equivalent {_ADVICE}"
     if (
         next(module.parameters(recurse=False), None) is not None
         or next(module.buffers(recurse=False), None) is not None
     ):
-        return "has weights of its own that the conversion cannot carry over"
+        return f"has weights of its own that the conversion cannot carry over {_ADVICE}"
     return None  # parameter-free: a container, a reshape, identity, dropout
 
 

@@ -18,6 +18,7 @@ from harness.config.sections import TrialConfig
 from harness.data import DataSplits
 from harness.errors import HarnessInputError, PluginError
 from harness.models import ENCODERS, MODELS, ActivationFactory, Encoder, ModelArgs, SpikingNetwork, create_encoder
+from harness.models.args import family_name
 from harness.registry import Registry
 
 
@@ -114,7 +115,7 @@ def check_network(net: SpikingNetwork, spec: ModelArgs, images: torch.Tensor, cl
                 raise _cannot_take(spec, images.shape[1:], exc) from None
             if not _shaped(logits, lambda shape: shape == (steps, batch, classes)):
                 what = f"returns {_shape_of(logits)} for {batch} images at T = {steps}; expected [T, B, K] logits = "
-                raise _broken(MODELS, "model family", spec.arch, what + str([steps, batch, classes]))
+                raise _broken(MODELS, "model family", family_name(spec.arch), what + str([steps, batch, classes]))
     finally:
         functional.reset_net(net)
         net.train(was_training)
@@ -124,7 +125,7 @@ def _cannot_take(spec: ModelArgs, shape: Sequence[int], exc: BaseException) -> P
     """The family cannot be built for, or run on, images of `shape` `[C, H, W]`."""
     reason = " ".join(str(exc).split())[:300] or type(exc).__name__
     what = f"cannot take {' x '.join(map(str, shape))} (C x H x W) images: {reason}"
-    return _broken(MODELS, "model family", spec.arch, what)
+    return _broken(MODELS, "model family", family_name(spec.arch), what)
 
 
 def _shaped(value: Any, fits: Callable[[tuple[int, ...]], bool]) -> bool:

@@ -37,7 +37,7 @@ from harness.efficiency import count_ops
 from harness.errors import HarnessInputError
 from harness.files import DamagedState, read_json, write_atomically, write_json_atomically
 from harness.models import SpikingNetwork, count_parameters, relu
-from harness.training import Fitting, accuracy, noise_accuracies
+from harness.training import Fitting, accuracy, full_precision, noise_accuracies
 
 CACHE_FORMAT = 1
 TEACHER_FILE = "teacher.pt"  # `<cache>/<key>/teacher.pt`: a trained teacher, written whole
@@ -133,7 +133,7 @@ def check_teacher_checkpoint(config: TrialConfig, label: str = "teacher.checkpoi
     if path is None:
         return
     try:
-        state = read_checkpoint(path)
+        state = type(config.teacher.model).import_state_dict(read_checkpoint(path))
     except HarnessInputError as exc:
         raise HarnessInputError(f"{label}: {exc}") from None
     nominal = config.teacher.model.build(in_channels=3, num_classes=10, image_shape=(32, 32), activation=relu)
@@ -180,7 +180,7 @@ def train_teacher(ctx: TrialContext) -> tuple[SpikingNetwork, dict[str, float]]:
     teacher = cfg.teacher
     model = build_teacher(ctx)
     if teacher.checkpoint is not None:
-        state = read_checkpoint(teacher.checkpoint)
+        state = type(teacher.model).import_state_dict(read_checkpoint(teacher.checkpoint))
         problem = mismatch(state, model, shapes=True)
         if problem is not None:
             raise HarnessInputError(f"teacher.checkpoint: {teacher.checkpoint} {problem} ({describe_teacher(cfg)})")
@@ -225,6 +225,11 @@ def teacher_cost(model: SpikingNetwork, ctx: TrialContext) -> dict[str, float]:
 
 def load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
     """Returns the cached teacher for this trial, training and caching it first if needed."""
+    with full_precision():  # trained and measured once, in fp32, whatever a trial's train.precision
+        return _load_or_train_teacher(ctx)
+
+
+def _load_or_train_teacher(ctx: TrialContext) -> TeacherRecord:
     key = teacher_key(ctx)
     folder = ctx.teacher_cache / key
     path = folder / TEACHER_FILE
@@ -270,17 +275,22 @@ def teacher_noise_accuracies(record: TeacherRecord, ctx: TrialContext) -> dict[s
     }
     missing = {kind: levels for kind, levels in missing.items() if levels}
     if missing:
-        data = ctx.data
-        cached |= noise_accuracies(
-            record.model,
-            data.test_x,
-            data.test_y,
-            missing,
-            prefix="",
-            time_steps=1,
-            batch_size=ctx.config.train.eval_batch_size,
-            corruption=data.corruption,
-        )
+        with full_precision():
+            cached |= _noise_accuracies(record, ctx, missing)
         write_json_atomically(path, cached)  # concurrent trials may both compute; either file is whole and right
     keys = [contract.noise_metric(kind, level, "") for kind, levels in noise.items() for level in levels]
     return {contract.TEACHER_NOISE + key: cached[key] for key in keys}
+
+
+def _noise_accuracies(record: TeacherRecord, ctx: TrialContext, missing: dict[str, list[float]]) -> dict[str, float]:
+    data = ctx.data
+    return noise_accuracies(
+        record.model,
+        data.test_x,
+        data.test_y,
+        missing,
+        prefix="",
+        time_steps=1,
+        batch_size=ctx.config.train.eval_batch_size,
+        corruption=data.corruption,
+    )

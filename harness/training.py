@@ -27,7 +27,7 @@ from harness.contract import noise_metric
 from harness.data.augment import AugmentFn, create_augmentation
 from harness.data.splits import Corruption
 from harness.data.stream import Images, batches_of
-from harness.errors import PluginError, TrialFailed
+from harness.errors import HarnessInputError, PluginError, TrialFailed
 from harness.noise import apply_noise
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -53,6 +53,49 @@ def batch_hook(hook: BatchHook | None) -> Iterator[None]:
         yield
     finally:
         _BATCH_HOOK.reset(token)
+
+
+_AUTOCAST: ContextVar[torch.dtype | None] = ContextVar("harness_autocast", default=None)
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@contextmanager
+def precision(name: str, device: torch.device) -> Iterator[None]:
+    """`train.precision` for every training step and evaluation pass inside the block.
+
+    `fp32` changes nothing. `bf16` runs each forward pass (and so its backward) under CUDA
+    autocast to bfloat16: convolutions and matrix products in bf16, losses and softmaxes in fp32
+    (autocast's own lists), no gradient scaler (bf16 has fp32's range). Spiking neurons keep
+    their membranes in fp32 whatever their input's dtype (`harness.models.lif_cpu.FastLIFNode`,
+    the converted IF neuron), since a bf16 sum over T drifts. Logits are returned in fp32.
+
+    Raises:
+        HarnessInputError: `bf16` on a device that is not CUDA.
+    """
+    if name == "bf16" and device.type != "cuda":
+        raise HarnessInputError(f"train.precision: bf16 is autocast on CUDA; this trial runs on {device.type}")
+    token = _AUTOCAST.set(torch.bfloat16 if name == "bf16" else None)
+    try:
+        yield
+    finally:
+        _AUTOCAST.reset(token)
+
+
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """fp32 inside the block whatever `precision` says (the cached teacher is measured once, in fp32)."""
+    token = _AUTOCAST.set(None)
+    try:
+        yield
+    finally:
+        _AUTOCAST.reset(token)
+
+
+def autocast() -> torch.autocast:
+    """The autocast block of the enclosing `precision` (disabled for fp32)."""
+    dtype = _AUTOCAST.get()
+    return torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
@@ -211,7 +254,8 @@ def train_one_epoch(
     order = shuffled_batches(len(x), batch_size, generator)
     for index, batch in zip(order, batches_of(x, order), strict=True):
         images = augmented(augment, batch, generator)
-        loss = loss_fn(images, y[index.to(y.device)])
+        with autocast():
+            loss = loss_fn(images, y[index.to(y.device)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -281,7 +325,8 @@ def predict_steps(
             images = corrupt(images, start)
         if before_batch is not None:
             before_batch(len(images))
-        outputs.append(model(images, time_steps))
+        with autocast():
+            outputs.append(model(images, time_steps).float())
         functional.reset_net(model)
     return torch.cat(outputs, dim=1)
 

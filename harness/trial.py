@@ -24,7 +24,7 @@ from harness.efficiency import count_ops
 from harness.methods import Method, TrialContext, create_method
 from harness.models import count_parameters
 from harness.provenance import device_name, environment_tags
-from harness.training import accuracy, batch_hook, cumulative_accuracy, noise_accuracies, predict_steps
+from harness.training import accuracy, batch_hook, cumulative_accuracy, noise_accuracies, precision, predict_steps
 
 Report = Callable[[dict[str, float], int, Method], None]
 """Receives each epoch's metrics, the epoch number and the method (for checkpoints); the
@@ -127,14 +127,28 @@ def train(
         describe(provenance(config, data, device))
     cache = Path(teacher_cache or os.environ.get("HARNESS_TEACHER_CACHE", DEFAULT_TEACHER_CACHE))
     ctx = TrialContext(config=config, data=data, device=device, teacher_cache=cache, log=log)
-    method = create_method(config.method, ctx)
-    first_epoch = 1
-    if state is not None:
-        method.load_state_dict(state)
-        first_epoch = int(state["epoch"]) + 1
-        log(f"{config.method}: resumed after epoch {first_epoch - 1}")
+    with precision(config.train.precision, device):
+        method = create_method(config.method, ctx)
+        first_epoch = 1
+        if state is not None:
+            method.load_state_dict(state)
+            first_epoch = int(state["epoch"]) + 1
+            log(f"{config.method}: resumed after epoch {first_epoch - 1}")
+        train_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+        return _epochs(method, data, config, first_epoch, train_seconds, report, log, on_batch)
 
-    train_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+
+def _epochs(
+    method: Method,
+    data: DataSplits,
+    config: TrialConfig,
+    first_epoch: int,
+    train_seconds: float,
+    report: Report,
+    log: Callable[[str], None],
+    on_batch: BatchProgress | None,
+) -> dict[str, float]:
+    """Epochs `first_epoch`.. of `train.epochs`, each reported; the last one adds the final evaluation."""
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, config.train.epochs + 1):
         started = time.perf_counter()

@@ -19,10 +19,12 @@ from harness.noise import apply_noise
 from harness.training import (
     Fitting,
     accuracy,
+    autocast,
     cumulative_accuracy,
     make_optimizer,
     make_schedule,
     noise_accuracies,
+    precision,
     predict_steps,
     shuffled_batches,
     train_one_epoch,
@@ -386,3 +388,44 @@ def test_event_frames_get_one_augmentation_per_sample_for_all_their_frames() -> 
     folded = crop_flip(frames.reshape(6, 6, 8, 8), torch.Generator().manual_seed(4)).reshape(6, 3, 2, 8, 8)
     assert out.shape == frames.shape and torch.equal(out, folded)
     assert not torch.equal(out, frames)
+
+
+# --- train.precision ---------------------------------------------------------------------------
+
+
+def test_fp32_precision_changes_nothing(make_config) -> None:
+    """`train.precision: fp32` (the default) gives the very numbers of a run outside any precision block."""
+    from harness.trial import train
+
+    config = make_config("direct", **{"train.epochs": 1})
+    plain = train(config, log=lambda _: None)
+    with precision("fp32", torch.device("cpu")):  # entered twice: nested blocks change nothing either
+        again = train(config, log=lambda _: None)
+    for key in ("train_loss", "val_accuracy", "test_accuracy", "synops", "noise/gaussian/0.1"):
+        assert again[key] == plain[key], key
+
+
+def test_bf16_off_cuda_is_refused_naming_the_key(make_config) -> None:
+    from harness.errors import HarnessInputError
+    from harness.trial import train
+
+    with pytest.raises(HarnessInputError, match="train.precision: bf16 is autocast on CUDA; this trial runs on cpu"):
+        train(make_config("direct", **{"train.precision": "bf16", "train.device": "cpu"}), log=lambda _: None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_on_cuda_trains_with_fp32_membranes_and_fp32_logits(make_config) -> None:
+    from harness.trial import train
+
+    node = make_lif()().cuda()
+    conv = nn.Conv2d(1, 4, 3, padding=1).cuda()
+    with precision("bf16", torch.device("cuda")), autocast():
+        x = conv(torch.rand(2 * 3, 1, 8, 8, device="cuda")).reshape(2, 3, 4, 8, 8)
+        assert x.dtype == torch.bfloat16
+        spikes = node(x)
+    assert node.v.dtype == torch.float32 and spikes.dtype == torch.bfloat16
+    overrides = {"train.device": "cuda", "train.epochs": 2}
+    fp32 = train(make_config("kd", **overrides), log=lambda _: None)
+    bf16 = train(make_config("kd", **overrides, **{"train.precision": "bf16"}), log=lambda _: None)
+    assert math.isfinite(bf16["train_loss"]) and abs(bf16["test_accuracy"] - fp32["test_accuracy"]) < 0.1

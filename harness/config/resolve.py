@@ -33,7 +33,7 @@ from harness.config.sections import (
 from harness.data import check_dataset
 from harness.errors import HarnessInputError
 from harness.methods.base import METHODS, NoOptions
-from harness.models import MODELS
+from harness.models.args import model_family
 
 
 class SpaceValues(Protocol):
@@ -128,7 +128,7 @@ def known_keys(tree: Mapping[str, Any]) -> KnownKeys:
             if head in ("student", "teacher"):
                 given = tree.get(head)
                 defaults = STUDENT_DEFAULTS if head == "student" else TEACHER_DEFAULTS
-                model = MODELS.get((given if isinstance(given, Mapping) else {}).get("arch", defaults["arch"]))
+                model = model_family((given if isinstance(given, Mapping) else {}).get("arch", defaults["arch"]))
                 if head == "teacher" and not rest:
                     return sorted(set(model.model_fields) | TeacherConfig.training_keys())
             elif head in core_sections():

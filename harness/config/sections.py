@@ -48,7 +48,7 @@ from harness.config.dotted import flatten
 from harness.data.augment import AUGMENTATIONS, AUTO
 from harness.data.entry import DATASETS, DatasetConfig
 from harness.errors import HarnessInputError, PluginError
-from harness.models.args import MODELS, ModelArgs
+from harness.models.args import MODELS, ModelArgs, family_name, model_family
 from harness.models.encoders import ENCODERS
 from harness.noise import NOISES, check_level, is_event_noise
 
@@ -66,7 +66,7 @@ OPTIONS_FIELD = "options"
 def _family(arch: Any) -> type[ModelArgs]:
     """The family `arch` names; an unknown one is an error at `<section>.arch`."""
     try:
-        return MODELS.get(arch)
+        return model_family(arch)
     except HarnessInputError as exc:
         if isinstance(exc, PluginError):
             raise
@@ -145,7 +145,7 @@ class TeacherConfig(Section):
         family, arguments = _family_arguments({k: v for k, v in value.items() if k not in training}, TEACHER_DEFAULTS)
         clash = sorted((set(family.model_fields) & training) | ({"model"} & set(family.model_fields)))
         if clash:
-            provider = MODELS.providers(arguments["arch"])[0].describe()
+            provider = MODELS.providers(family_name(arguments["arch"]))[0].describe()
             raise PluginError(f"{provider}: its argument {clash[0]!r} collides with teacher.{clash[0]} of the harness")
         model = family.model_validate(arguments)
         return handler({**{k: v for k, v in value.items() if k in training}, "model": model})
@@ -207,6 +207,8 @@ class TrainConfig(Section):
     # pass instead of storing its activations over all T steps. Same results; less memory for
     # one more forward pass per step (figures in BENCHMARKS.md).
     checkpoint_activations: bool = False
+    # bf16: autocast to bfloat16 on CUDA, membranes in fp32 (`harness.training.precision`).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -284,6 +286,9 @@ class TrialConfig(Section):
         if not isinstance(value, Mapping):
             return handler(value)  # pydantic's own "expected a mapping" error
         family, arguments = _family_arguments(value, STUDENT_DEFAULTS)
+        if family.ann_only:
+            message = f"{arguments['arch']} builds ANNs only: use it as teacher.arch, not as a spiking student"
+            raise error_at(("arch",), arguments["arch"], message=message)
         return family.model_validate(arguments)
 
     @model_validator(mode="after")

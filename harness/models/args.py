@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import field_validator
 
 from harness.config.base import Section
 from harness.registry import GROUP_PREFIX, Registry
@@ -35,6 +35,28 @@ class ModelArgs(Section):
     """
 
     arch: str
+
+    ann_only: ClassVar[bool] = False
+    """True for a family that builds ANNs only (torchvision's models): a teacher, never a student."""
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, arch: str) -> str:
+        return cls.check_arch(arch)
+
+    @classmethod
+    def check_arch(cls, arch: str) -> str:
+        """Validates the `arch` naming this family. `<family>/<variant>` names a variant of a
+        family that has them (`torchvision/resnet18`); a family without variants takes its bare name."""
+        if "/" in arch:
+            raise ValueError(f"{arch.partition('/')[0]} has no variants; write arch: {arch.partition('/')[0]}")
+        return arch
+
+    @classmethod
+    def import_state_dict(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's state dict in this family's network's keys (`teacher.checkpoint`); a
+        family whose published weights use other keys maps them here. Default: as it is."""
+        return state
 
     def build(
         self,
@@ -61,6 +83,20 @@ class ModelArgs(Section):
         return self.model_dump(mode="json", exclude={"arch"})
 
 
+def family_name(arch: str) -> str:
+    """The registered family an `arch` names: `torchvision` for `torchvision/resnet18`."""
+    return arch.partition("/")[0]
+
+
+def model_family(arch: str) -> type[ModelArgs]:
+    """The family class `arch` names (a variant's family for `<family>/<variant>`).
+
+    Raises:
+        HarnessInputError: no such family; PluginError: it does not load.
+    """
+    return MODELS.get(family_name(arch))
+
+
 def check_model_family(name: str, entry: Any) -> None:
     """`MODELS`' check: a `ModelArgs` subclass with `build` and a default for every argument."""
     if not (isinstance(entry, type) and issubclass(entry, ModelArgs)):
@@ -72,10 +108,9 @@ def check_model_family(name: str, entry: Any) -> None:
     if "image_shape" not in parameters and not takes_any:
         # Families written for square images took `image_size: int`; say so rather than fail later.
         raise TypeError(f"{entry.__name__}.build() must take image_shape, the images' (height, width)")
-    try:
-        entry(arch=name)
-    except ValidationError as exc:
-        raise ValueError(f"every argument needs a default ({exc.errors()[0]['loc']} has none)") from None
+    required = [field for field, info in entry.model_fields.items() if field != "arch" and info.is_required()]
+    if required:
+        raise ValueError(f"every argument needs a default ({required[0]!r} has none)")
 
 
 MODELS: Registry[type[ModelArgs]] = Registry(GROUP_PREFIX + "models", "model family", check_model_family)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from harness.config.base import describe_error, fields_of
 from harness.errors import HarnessInputError
-from harness.models.args import MODELS, ImageShape, ModelArgs
+from harness.models.args import MODELS, ImageShape, ModelArgs, model_family
 from harness.models.encoders import DirectEncoding, Encoder
 from harness.models.recompute import run_recomputed
 
@@ -180,7 +180,7 @@ def create_model(
     Raises:
         HarnessInputError: unknown family or arguments it rejects.
     """
-    family = MODELS.get(arch)
+    family = model_family(arch)
     try:
         spec = family.model_validate({"arch": arch, **args})
     except ValidationError as exc:

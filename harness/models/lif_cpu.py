@@ -13,7 +13,8 @@ backward. `FastLIFNode` computes exactly the same numbers with fewer passes:
 
 Only `H` is saved for the backward pass (as spikingjelly does). CUDA, reduced precision,
 `store_v_seq` and surrogates other than ATan / Sigmoid / PiecewiseQuadratic fall back to
-spikingjelly's own implementation (native CUDA and Triton kernels there are better).
+spikingjelly's own implementation (native CUDA and Triton kernels there are better). A bf16 or
+fp16 input (CUDA autocast, `train.precision: bf16`) is integrated in fp32: membranes stay fp32.
 `tests/models/test_lif_cpu.py` checks spikes, final voltages and gradients against
 spikingjelly's `LIFNode` on fixed seeds.
 """
@@ -227,6 +228,10 @@ class FastLIFNode(neuron.LIFNode):
         )
 
     def multi_step_forward(self, x_seq: Tensor, *args: Tensor, **kwargs: object) -> Tensor:
+        if x_seq.dtype in (torch.bfloat16, torch.float16):
+            # Autocast hands the neuron a reduced-precision input: integrate it in fp32 (a bf16
+            # membrane drifts over T) and return the spikes, exact in any dtype, in the input's.
+            return self.multi_step_forward(x_seq.float(), *args, **kwargs).to(x_seq.dtype)
         if args or kwargs or not self._fast_path(x_seq):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         (v,) = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")

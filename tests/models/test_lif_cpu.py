@@ -110,3 +110,16 @@ def test_whole_network_before_and_after(arch: str, depth: int) -> None:
     assert torch.equal(loss0, loss1)
     for a, b in zip(g0, g1, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_reduced_precision_input_is_integrated_in_fp32(dtype: torch.dtype) -> None:
+    """What autocast hands a neuron (`train.precision: bf16`): the membrane stays fp32 and the
+    spikes are those of the same values integrated in fp32."""
+    torch.manual_seed(0)
+    x = (torch.rand(6, 3, 50) * 2).to(dtype)
+    reduced, full = make_lif()(), make_lif()()
+    spikes = reduced(x)
+    assert spikes.dtype == dtype and reduced.v.dtype == torch.float32
+    torch.testing.assert_close(spikes.float(), full(x.float()), rtol=0, atol=0)
+    torch.testing.assert_close(reduced.v, full.v, rtol=0, atol=0)
