@@ -22,6 +22,7 @@ class Role(StrEnum):
     SWEEP = "sweep"  # the parent run of a sweep
     TRIAL = "trial"  # a search trial (or one `harness train`)
     FINAL = "final"  # a final-stage run: the chosen configuration retrained with another seed and T
+    FRONT = "front"  # a Pareto search's other front point retrained with another seed (at its own T)
 
 
 class Tag(StrEnum):
@@ -35,6 +36,8 @@ class Tag(StrEnum):
     SPACE = "harness.space"  # the space file a run came from
     SEARCHED = "harness.searched"  # comma-separated dims the method's search sampled
     BEST = "harness.best"  # "true" on the search trial the final stage retrained
+    FRONT_POINT = "harness.front_point"  # on a front run: the search index of the configuration it retrains
+    OBJECTIVES = "harness.objectives"  # on a Pareto sweep's parent: JSON of search.objectives
     PRUNED = "harness.pruned"  # "true" on a trial ASHA stopped early
     NODE = "harness.node"  # the Ray node that ran the trial
     FAILURE_REASON = "harness.failure_reason"
@@ -70,6 +73,10 @@ TEACHER_PARAMS = "teacher_params"
 TEACHER_MACS = "teacher_macs"
 TEACHER_ENERGY_UJ = "teacher_energy_uj"
 
+VAL_COST = "val/"  # val/energy_uj, val/synops, ...: counted on the validation split after the last epoch
+COST_METRICS = (ACS, MACS, SYNOPS, ENERGY_UJ, FIRING_RATE)
+"""The efficiency figures of `harness.efficiency` (per sample, at the run's T)."""
+
 NOISE = "noise/"  # noise/<type>/<level>: the method's network
 TEACHER_NOISE = "teacher_noise/"  # the same corruptions, the ANN teacher
 TIMESTEP = "timestep/"  # timestep/<T>
@@ -84,6 +91,18 @@ def parse_noise_metric(name: str) -> tuple[str, float]:
     """`noise/gaussian/0.1` -> (`gaussian`, 0.1); the inverse of `noise_metric` for any prefix."""
     kind, level = name.rsplit("/", 2)[-2:]
     return kind, float(level)
+
+
+def val_cost_metric(name: str) -> str:
+    """`val/energy_uj`: an efficiency figure counted on the validation split."""
+    return f"{VAL_COST}{name}"
+
+
+def objective_result_key(objective: str) -> str:
+    """The result key a search objective is read from: an efficiency figure from its validation
+    count (`energy_uj` -> `val/energy_uj`), so that no test data steer the search; `val_accuracy`,
+    `train_loss` and config keys (`snn.time_steps`) as they are."""
+    return val_cost_metric(objective) if objective in COST_METRICS else objective
 
 
 def timestep_metric(time_steps: int) -> str:

@@ -7,10 +7,20 @@ multiply-accumulates (MACs) for every weight use. BatchNorm is folded into the p
 layer at inference and costs nothing. Energy uses the 45 nm figures common in the SNN
 literature: 0.9 pJ per AC, 4.6 pJ per MAC.
 
+A product of two activation tensors, `a @ b` (a spiking transformer's Q K^T and attn V), is
+counted where it runs through an `ActivationProduct` module, by the same rule: when both
+operands are spikes it costs one AC per pair of non-zero entries that meet, for each matrix
+`sum over k of nnz(a[..., :, k]) * nnz(b[..., k, :])`; when either side is analog it costs
+MACs, every multiply of the product: M*K*N for each `[M, K] @ [K, N]` matrix. Constant factors
+applied to a product (attention's scale) fold into the next neuron's threshold, like BatchNorm,
+and cost nothing.
+
 Counts are kept per time step, so one run at T_max yields the figures at every T <= T_max.
 Under the direct encoding the stem convolution sees the static image once per sample (a
 one-step input whose output is repeated), so its MACs are counted once, at step 1; a spiking
-encoding (`poisson`) feeds it spikes at every step, counted as ACs per step.
+encoding (`poisson`) feeds it spikes at every step, counted as ACs per step. A product's
+operands are `[T, B, ..., M, K]` and `[T, B, ..., K, N]` (T is 1 for one that runs once), so
+its counts go to their steps the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +37,24 @@ from torch import Tensor, nn
 
 ENERGY_PER_AC_PJ = 0.9
 ENERGY_PER_MAC_PJ = 4.6
+
+
+class ActivationProduct(nn.Module):
+    """`a @ b` of two activation tensors, as a module so that `count_ops` sees and counts it.
+
+    A family that multiplies two activations (attention's Q K^T and attn V) runs the product
+    through one of these, called positionally (`product(a, b)`: forward hooks see only
+    positional inputs). The operands are `[T, B, ..., M, K]` and `[T, B, ..., K, N]`, T being 1
+    for a product that runs once per sample; the leading dimensions broadcast as in `torch.matmul`.
+    """
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if a.dim() < 4 or b.dim() < 4:
+            raise ValueError(
+                f"ActivationProduct multiplies [T, B, ..., M, K] by [T, B, ..., K, N]; got {list(a.shape)} "
+                f"and {list(b.shape)}"
+            )
+        return a @ b
 
 
 @dataclass
@@ -141,9 +169,25 @@ def _linear_ops(linear: nn.Linear, x: Tensor) -> tuple[Tensor, bool]:
     return torch.full_like(x, float(linear.out_features)), False
 
 
+def _product_ops(a: Tensor, b: Tensor) -> tuple[Tensor, bool]:
+    """Op counts of `a @ b`, one per matrix (the broadcast leading dimensions).
+
+    Both operands spikes: ACs, for each matrix `sum_k nnz(a[:, k]) * nnz(b[k, :])`, the pairs of
+    non-zero entries that meet. Either one analog: MACs, `M * K * N` for each matrix.
+    """
+    if _is_spikes(a) and _is_spikes(b):
+        column_nnz = (a != 0).sum(dim=-2, dtype=torch.float64)  # [..., K]: non-zeros of each column of a
+        row_nnz = (b != 0).sum(dim=-1, dtype=torch.float64)  # [..., K]: non-zeros of each row of b
+        return (column_nnz * row_nnz).sum(dim=-1), True
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    matrices = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return torch.full(matrices, float(m * k * n), dtype=torch.float64, device=a.device), False
+
+
 @contextmanager
 def count_ops(model: nn.Module, time_steps: int) -> Iterator[OpCounts]:
-    """Counts spikes and synaptic operations of `model` while the block runs.
+    """Counts spikes and synaptic operations of `model` (its convolutions, linear layers and
+    `ActivationProduct`s) while the block runs.
 
     Before each forward pass the caller sets `counts.batch` to the batch's size (hooks see
     folded `[T*B, ...]` tensors) and adds it to `counts.samples`.
@@ -155,6 +199,12 @@ def count_ops(model: nn.Module, time_steps: int) -> Iterator[OpCounts]:
     counts = OpCounts(time_steps)
     handles = []
 
+    def add(steps: Tensor, is_ac: bool) -> None:
+        if is_ac:
+            counts.acs += steps
+        else:
+            counts.macs += steps
+
     def on_layer(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
         x = inputs[0]
         if isinstance(module, nn.Conv2d):
@@ -163,11 +213,12 @@ def count_ops(model: nn.Module, time_steps: int) -> Iterator[OpCounts]:
         else:
             ops, is_ac = _linear_ops(module, x)
             rows = ops.shape[:-1].numel()
-        steps = _per_step(ops, rows, counts.batch, time_steps)
-        if is_ac:
-            counts.acs += steps
-        else:
-            counts.macs += steps
+        add(_per_step(ops, rows, counts.batch, time_steps), is_ac)
+
+    def on_product(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        a, b = inputs
+        ops, is_ac = _product_ops(a, b)
+        add(_per_step(ops, ops.shape[0] * ops.shape[1], counts.batch, time_steps), is_ac)
 
     def on_neuron(name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
@@ -182,6 +233,8 @@ def count_ops(model: nn.Module, time_steps: int) -> Iterator[OpCounts]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
             handles.append(module.register_forward_hook(on_layer))
+        elif isinstance(module, ActivationProduct):
+            handles.append(module.register_forward_hook(on_product))
         elif isinstance(module, BaseNode):
             handles.append(module.register_forward_hook(on_neuron(name)))
     try:

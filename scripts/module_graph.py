@@ -43,7 +43,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("reports", ("reports",)),
     ("config base", ("harness.config", "harness.config.base", "harness.config.dotted", "harness.config.yaml")),
-    ("plugin interfaces", ("harness.models", "harness.noise", "harness.data", "harness.efficiency")),
+    (
+        "plugin interfaces",
+        ("harness.models", "harness.models.spikformer", "harness.noise", "harness.data", "harness.efficiency"),
+    ),
     ("trial config", ("harness.config.sections",)),
     ("trial machinery", ("harness.context", "harness.training")),
     ("teacher", ("harness.teacher",)),

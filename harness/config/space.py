@@ -99,13 +99,33 @@ class SchedulerConfig(Section):
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0
 
 
+Direction = Literal["max", "min"]
+
+EPOCH_METRICS = ("val_accuracy", "train_loss")
+"""Metrics every epoch reports: what ASHA can stop on."""
+
+
 class SearchConfig(Section):
-    """How the sweep searches: per-method budget, concurrency, objective, sampler, final stage."""
+    """How the sweep searches: per-method budget, concurrency, objective(s), sampler, final stage.
+
+    One objective (`metric`, `mode`) or several (`objectives`, a Pareto search): see
+    `objectives` below and README's "The accuracy x energy front".
+    """
 
     num_samples: PositiveInt = 8
     max_concurrent: PositiveInt = 2
     metric: Literal["val_accuracy", "train_loss"] = "val_accuracy"  # reported every epoch, for ASHA
-    mode: Literal["max", "min"] = "max"
+    mode: Direction = "max"
+    # A Pareto search: metric -> direction, in order; the first is the primary objective (what
+    # ASHA stops on, what the reference configuration is best in, what the front is spread along),
+    # reported every epoch. Others: an efficiency figure (energy_uj, synops, acs, macs,
+    # firing_rate), counted on the validation split, or a config key (snn.time_steps, student.depth).
+    objectives: dict[str, Direction] | None = None
+    # Pareto mode's final stage: up to this many configurations of each method's front (its
+    # reference configuration and others spread along the front) are retrained ...
+    final_front: PositiveInt = 3
+    # ... the others over the first `front_repeats` final seeds (the reference over all `final_repeats`).
+    front_repeats: NonNegativeInt = 2
     sampler: Literal["tpe", "random"] = "tpe"
     seed: NonNegativeInt = 0
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -118,6 +138,45 @@ class SearchConfig(Section):
     # `clean`: test accuracy at the reference T only (no noise, no other T), which the search
     # needs no more of; noise, the time-step curve and efficiency come from the final runs.
     trial_evaluation: Literal["full", "clean"] = "full"
+
+    @field_validator("objectives")
+    @classmethod
+    def _several_with_an_epoch_metric_first(cls, objectives: dict[str, str] | None) -> dict[str, str] | None:
+        if objectives is None:
+            return None
+        if len(objectives) < 2:
+            raise ValueError("a Pareto search needs at least two objectives; one is search.metric and search.mode")
+        first = next(iter(objectives))
+        if first not in EPOCH_METRICS:
+            raise ValueError(
+                f"the first objective is the primary one, reported every epoch: one of {', '.join(EPOCH_METRICS)}, "
+                f"not {first!r}"
+            )
+        return objectives
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_objective(self) -> SearchConfig:
+        if self.objectives is not None and {"metric", "mode"} & self.model_fields_set:
+            raise error_at(
+                ("metric" if "metric" in self.model_fields_set else "mode",),
+                self.metric if "metric" in self.model_fields_set else self.mode,
+                message="give search.objectives or search.metric and search.mode, not both",
+            )
+        return self
+
+    @property
+    def pareto(self) -> bool:
+        """Whether the search is multi-objective (`objectives` given)."""
+        return self.objectives is not None
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        """(metric, mode) of the one objective, or of the first of `objectives`: what ASHA stops
+        on and what a failed trial is reported worst in."""
+        if self.objectives is None:
+            return self.metric, self.mode
+        metric, mode = next(iter(self.objectives.items()))
+        return metric, mode
 
 
 class ResourcesConfig(Section):

@@ -14,6 +14,7 @@ from harness.config.sections import TrialConfig
 from harness.contract import Role, Tag
 from harness.progress import write
 from harness.run_spec import run_spec
+from harness.sweep.front import front_point_of
 from harness.sweep.plan import SweepPlan
 from harness.sweep.protocol import BACKFILL_KEY, EPOCH_KEY, FAILURE_KEY, NODE_KEY, PROVENANCE_KEY, PlannedTrial
 from harness.tracking import TrialRecorder
@@ -62,6 +63,8 @@ class MlflowTrialCallback(tune.Callback):
         if key not in self.recorders:
             config = self.configs[key] = planned.resolve(self.plan)
             searched = {Tag.SEARCHED: ",".join(self.plan.of(planned.method).dims)} if planned.role == Role.TRIAL else {}
+            if planned.role == Role.FRONT:  # the report groups a front point's seeds by it
+                searched = {Tag.FRONT_POINT: front_point_of(planned.run)}
             spec = run_spec(
                 config,
                 planned.role,

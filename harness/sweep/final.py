@@ -65,6 +65,14 @@ def describe_plan(plan: SweepPlan) -> str:
         )
     finals = sum(final_run_count(method_plan, plan.space) for method_plan in plan.methods)
     total = sum(search_budget(method_plan, plan.space) for method_plan in plan.methods) + finals
+    if search.objectives is not None:
+        front = len(plan.methods) * (search.final_front - 1) * min(search.front_repeats, search.final_repeats)
+        objectives = ", ".join(f"{name} ({direction})" for name, direction in search.objectives.items())
+        lines.append(
+            f"  Pareto search of {objectives}; up to {search.final_front - 1} more front point(s) per method retrained "
+            f"on {_count(min(search.front_repeats, search.final_repeats), 'seed')} (up to {_count(front, 'run')})"
+        )
+        total += front
     lines.append(
         f"  final stage: {_count(search.final_repeats, 'seed')} per method and T ({_count(finals, 'run')}, more if a "
         f"search's best T is another); {_count(total, 'trial')} in all"

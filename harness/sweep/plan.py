@@ -18,8 +18,8 @@ from typing import Any
 from harness.config.dotted import flatten
 from harness.config.resolve import check_dataset_files, resolve, trial_config
 from harness.config.sections import TrialConfig
-from harness.config.space import Distribution, SpaceFile, load_space, trial_overrides
-from harness.contract import Capabilities
+from harness.config.space import EPOCH_METRICS, Distribution, SpaceFile, load_space, trial_overrides
+from harness.contract import COST_METRICS, Capabilities
 from harness.errors import HarnessInputError
 from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
 from harness.methods.base import METHODS, read_sections
@@ -105,6 +105,7 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
         dims = {key: dist for key, dist in space.space.items() if key.split(".")[0] in read}
         plans.append(MethodPlan(name, resolved.config, dims, method.capabilities))
         trials.append(resolved)
+    check_objectives(space, plans, str(path))
     from harness.teacher import check_teacher_checkpoint  # here: Ray workers import this module, not the teacher
 
     for resolved, method_plan in zip(trials, plans, strict=True):  # files last: a config that cannot work first
@@ -112,6 +113,25 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
         if method_plan.capabilities.needs_teacher:
             check_teacher_checkpoint(resolved.config, resolved.label("teacher.checkpoint"))
     return SweepPlan(space, str(path), tuple(plans))
+
+
+def check_objectives(space: SpaceFile, plans: list[MethodPlan], source: str) -> None:
+    """Every objective of a Pareto search is something each method's trials measure: an epoch
+    metric, an efficiency figure (counted on the validation split), or a key of its config.
+
+    Raises:
+        HarnessInputError: one line naming the file's `search.objectives.<key>`.
+    """
+    for name in space.search.objectives or {}:
+        if name in EPOCH_METRICS or name in COST_METRICS:
+            continue
+        for method_plan in plans:
+            if name not in method_plan.config.flat():
+                measured = ", ".join((*EPOCH_METRICS, *COST_METRICS))
+                raise HarnessInputError(
+                    f"{source}: search.objectives.{name}: neither a metric the search measures ({measured}) nor a "
+                    f"key of {method_plan.method}'s config"
+                )
 
 
 def check_same_plan(plan: SweepPlan, folder: Path) -> None:

@@ -24,18 +24,27 @@ from ray import tune
 from harness.contract import Role
 from harness.progress import format_duration, is_terminal, write
 from harness.sweep.final import final_run_count
-from harness.sweep.plan import SweepPlan, search_budget
+from harness.sweep.front import final_stage
+from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
 from harness.sweep.protocol import PlannedTrial
 from harness.sweep.search import read_choices
 
 FinalCount = Callable[[str, Mapping[str, Any]], int]
-"""(method, its best sampled values) -> how many final runs retrain them."""
+"""(method, its choice on record: `run`, `values` and a Pareto search's `front`) -> how many
+final-stage runs retrain it."""
 
 _ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of trials that will not run again
 
 
-def _final_count(plan: SweepPlan, method: str, best: Mapping[str, Any]) -> int:
-    return final_run_count(plan.of(method), plan.space, best)
+def _final_count(plan: SweepPlan, method: str, choice: Mapping[str, Any]) -> int:
+    return len(final_stage(plan, method, choice))
+
+
+def _planned_final_count(plan: SweepPlan, method_plan: MethodPlan) -> int:
+    """Before the search ends: the reference's final runs, and a Pareto search's front runs at most."""
+    search = plan.space.search
+    front = (search.final_front - 1) * min(search.front_repeats, search.final_repeats) if search.pareto else 0
+    return final_run_count(method_plan, plan.space) + front
 
 
 class SweepProgress(tune.Callback):
@@ -102,7 +111,7 @@ class SweepProgress(tune.Callback):
     def for_plan(cls, plan: SweepPlan, **kwargs: Any) -> SweepProgress:
         """The progress of `plan`'s sweep: its budgets, final runs, epochs and concurrency
         (`choices=` the searcher's record, to count final runs exactly)."""
-        planned = {p.method: (search_budget(p, plan.space), final_run_count(p, plan.space)) for p in plan.methods}
+        planned = {p.method: (search_budget(p, plan.space), _planned_final_count(plan, p)) for p in plan.methods}
         epochs = {p.method: p.config.train.epochs for p in plan.methods}
         kwargs.setdefault("concurrency", plan.space.search.max_concurrent)
         return cls(planned, epochs, final_count=partial(_final_count, plan), **kwargs)
@@ -202,7 +211,7 @@ class SweepProgress(tune.Callback):
         self._running[trial.trial_id] = (trial.config.get("method"), self.label(trial), self._clock())
         self._epoch.pop(trial.trial_id, None)
         self._peak = max(self._peak, len(self._running))
-        if _role(trial) == Role.FINAL:
+        if _role(trial) in (Role.FINAL, Role.FRONT):
             self._count_final(trial.config.get("method"))
         self._draw(force=True)
 
@@ -251,7 +260,7 @@ class SweepProgress(tune.Callback):
         for trial in trials:
             if getattr(trial, "status", None) in _ENDED and _identity(trial) not in self._done:
                 self._end(trial)
-            if _role(trial) == Role.FINAL:
+            if _role(trial) in (Role.FINAL, Role.FRONT):
                 self._seen_finals.setdefault(trial.config.get("method"), set()).add(_identity(trial))
 
     def _count_final(self, method: str) -> None:
@@ -260,7 +269,7 @@ class SweepProgress(tune.Callback):
             return
         chosen = read_choices(self.choices).get(method)
         if chosen is not None and chosen["values"] is not None:
-            self.finals[method] = self.final_count(method, chosen["values"])
+            self.finals[method] = self.final_count(method, chosen)
             self._resolved.add(method)
 
     # -- output ---------------------------------------------------------------------------

@@ -85,6 +85,8 @@ class PlannedTrial:
 
     def label(self) -> str:
         """`kd trial 3` for a search trial, `direct final T4 s1` for a final run (progress lines)."""
+        if self.role == Role.FRONT:
+            return f"{self.method} front {self.run}"
         if self.role != Role.FINAL:
             return f"{self.method} trial {self.run}"
         steps = f" T{self.values[TRAINED_T]}" if TRAINED_T in self.values else ""

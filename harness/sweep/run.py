@@ -36,7 +36,7 @@ from harness.errors import HarnessInputError
 from harness.files import FRESH_START, DamagedState, check_writable_folder
 from harness.provenance import cpu_name, environment_tags
 from harness.sweep.callback import MlflowTrialCallback
-from harness.sweep.final import final_runs
+from harness.sweep.front import final_stage
 from harness.sweep.plan import SweepPlan, check_same_plan, record_plan, search_budget
 from harness.sweep.progress import SweepProgress
 from harness.sweep.protocol import PlannedTrial
@@ -107,8 +107,8 @@ def _trainable(plan: SweepPlan, teacher_cache: Path, checkpoints: Path) -> Any:
         teacher_cache=str(teacher_cache),
         checkpoints=str(checkpoints),
         threads=max(1, int(cpu)),
-        metric=plan.space.search.metric,
-        mode=plan.space.search.mode,
+        metric=plan.space.search.primary[0],
+        mode=plan.space.search.primary[1],
     )
     return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
 
@@ -118,8 +118,8 @@ def _sweep_tuner(plan: SweepPlan, folder: Path, trainable: Any, callbacks: list[
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=plan.space.search.metric,
-            mode=plan.space.search.mode,
+            metric=plan.space.search.primary[0],
+            mode=plan.space.search.primary[1],
             search_alg=make_searcher(plan, folder.parent, gate),
             scheduler=scheduler,
             num_samples=-1,  # the searcher says when it is done: after every method's final runs
@@ -156,8 +156,7 @@ def _stop_if_interrupted(folder: Path, plan: SweepPlan, choices: Mapping[str, Ma
         planned |= {
             PlannedTrial(method, Role.TRIAL, str(i)).identity for i in range(search_budget(method_plan, plan.space))
         }
-        values = choices[method]["values"]
-        planned |= {run.identity for run in ([] if values is None else final_runs(plan, method, values))}
+        planned |= {run.identity for run in final_stage(plan, method, choices[method])}
     if planned - seen or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
         raise KeyboardInterrupt(f"interrupted with trials unfinished in {folder}; continue with --resume")
 
@@ -202,6 +201,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions, log: Callable[[str], None]
             Tag.TRIAL_ID: f"{sweep_id}/sweep",
             Tag.SPACE: plan.source,
             Tag.METHODS: ",".join(p.method for p in plan.methods),
+            **({Tag.OBJECTIVES: json.dumps(plan.space.search.objectives)} if plan.space.search.pareto else {}),
             **environment_tags(),
             Tag.DEVICE: cpu_name(),  # the driver's; each trial run names the device that ran it
         },
@@ -269,7 +269,7 @@ def _sweep_runs(options: SweepOptions, sweep_id: str) -> list[Any]:
     )
     # LIKE reads `_` (a space name may hold one) as any character: keep this sweep's runs only.
     ours = [run for run in runs if run.data.tags.get(Tag.TRIAL_ID, "").startswith(f"{sweep_id}/")]
-    return [run for run in ours if run.data.tags.get(Tag.ROLE) in (Role.TRIAL, Role.FINAL)]
+    return [run for run in ours if run.data.tags.get(Tag.ROLE) in (Role.TRIAL, Role.FINAL, Role.FRONT)]
 
 
 def end_orphans(options: SweepOptions, sweep_id: str) -> int:
@@ -295,7 +295,7 @@ def missing_finals(plan: SweepPlan, options: SweepOptions, choices: Mapping[str,
             if plan.space.search.final_repeats:
                 missing.append(f"{method}: no search trial finished, so no final run was made")
             continue
-        for run in final_runs(plan, method, best):
+        for run in final_stage(plan, method, choices.get(method)):
             found = status.get(run.trial_id(plan.space.name))
             if found is None or found.info.status != "FINISHED":
                 state = "never started" if found is None else found.info.status

@@ -109,8 +109,8 @@ def make_scheduler(plan: SweepPlan) -> MethodScheduler:
         epochs = method_plan.config.train.epochs
         schedulers[method_plan.method] = ASHAScheduler(
             time_attr=EPOCH_KEY,  # the trial's own epoch: right also for a trial resumed from its checkpoint
-            metric=search.metric,
-            mode=search.mode,
+            metric=search.primary[0],  # a Pareto search's primary objective: ASHA stops on accuracy alone
+            mode=search.primary[1],
             max_t=epochs,
             grace_period=min(search.scheduler.grace_period, epochs),
             reduction_factor=search.scheduler.reduction_factor,

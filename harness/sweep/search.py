@@ -41,8 +41,9 @@ from harness.contract import Role
 from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
 from harness.progress import write
 from harness.sweep.final import final_runs
+from harness.sweep.front import ParetoFront, SingleObjective, front_runs, make_choice
 from harness.sweep.plan import MethodPlan, SweepPlan, search_budget
-from harness.sweep.protocol import EPOCH_KEY, FAILURE_KEY, PlannedTrial
+from harness.sweep.protocol import EPOCH_KEY, PlannedTrial
 from harness.sweep.studies import STUDY_FILE, DefineByRun, StudyMirror
 from harness.teacher import TEACHER_FAILED
 
@@ -61,20 +62,6 @@ class TeacherGate:
         return all(Path(f).exists() or Path(f).with_name(TEACHER_FAILED).exists() for f in self.files.get(method, ()))
 
 
-def pick_best(candidates: Iterable[tuple[Mapping[str, Any] | None, bool]], metric: str, mode: str) -> int | None:
-    """Index of the best `(last_result, errored)` candidate: trials that ran every epoch (they
-    carry `test_accuracy`) before pruned ones, then by `metric`; ties keep the earliest.
-    Errored, failed and metric-less candidates never win; None when none qualifies."""
-    best: tuple[tuple[bool, float], int] | None = None
-    for index, (metrics, errored) in enumerate(candidates):
-        if errored or not metrics or metric not in metrics or FAILURE_KEY in metrics:
-            continue
-        key = ("test_accuracy" in metrics, metrics[metric] if mode == "max" else -metrics[metric])
-        if best is None or key > best[0]:
-            best = (key, index)
-    return None if best is None else best[1]
-
-
 class SweepSearcher(Searcher):
     """Search trials of every method (each from its own `OptunaSearch`), then final runs.
 
@@ -84,7 +71,10 @@ class SweepSearcher(Searcher):
         budget: search trials per method.
         final_runs: `final_runs(method, best)` -> the planned final runs that retrain `best`
             (the chosen trial's sampled values); must pickle (Tune saves the searcher).
-        metric, mode: the search objective.
+        metric, mode: the search objective (the primary one of a Pareto search).
+        choice: how a method's ended search becomes what its final stage retrains
+            (`harness.sweep.front`): the best trial (default, by `metric` and `mode`), or a
+            Pareto front, whose other points `front_runs(method, point, values)` retrains.
         mirror: where ended search trials are recorded as Optuna studies (None: nowhere).
         gate: which methods wait for their teachers (None: none waits); a waiting method's
             turn passes to the next until its teachers are cached.
@@ -104,8 +94,12 @@ class SweepSearcher(Searcher):
         gate: TeacherGate | None = None,
         trial_settings: Mapping[str, Mapping[str, Any]] | None = None,
         choices: Path | None = None,
+        choice: SingleObjective | ParetoFront | None = None,
+        front_runs: Callable[[str, str, dict[str, Any]], list[PlannedTrial]] | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
+        self.choice = choice if choice is not None else SingleObjective(metric, mode)
+        self.front_runs = front_runs
         self.methods = list(searchers)
         self.searchers = dict(searchers)
         self.budget = dict(budget)
@@ -120,6 +114,7 @@ class SweepSearcher(Searcher):
         self.queued: list[PlannedTrial] = []  # final runs not yet handed out
         self.best: dict[str, dict[str, Any] | None] = {}  # per method whose search is complete
         self.chosen: dict[str, str | None] = {}  # the identity (`run`) of that best configuration
+        self.front: dict[str, list[str]] = {}  # a Pareto search's other front points retrained (search indices)
         self.turn = 0
 
     @property
@@ -171,10 +166,12 @@ class SweepSearcher(Searcher):
         method, index = self.trials[trial_id]
         searcher = self.searchers[method]
         if searcher is not None:
-            searcher.on_trial_complete(trial_id, result=result, error=error)
+            told = self.choice.for_optuna(method, self.sampled[method][index], result)
+            searcher.on_trial_complete(trial_id, result=told, error=error)
         self.outcomes[method][index] = (result, error)
         if self.mirror is not None and self.searchers[method] is not None:
-            self.mirror.record(method, str(index), self.sampled[method][index], None if error else result, self.metric)
+            told = None if error else self.choice.for_optuna(method, self.sampled[method][index], result) or result
+            self.mirror.record(method, str(index), self.sampled[method][index], told, self.choice.keys)
         if len(self.outcomes[method]) == self.budget[method] and method not in self.best:
             self._end_search(method)
 
@@ -182,6 +179,7 @@ class SweepSearcher(Searcher):
         recorded = read_choices(self.choices).get(method)
         if recorded is not None:  # made before a killed driver: its final runs may exist already
             run, best = recorded["run"], recorded["values"]
+            front = {point["run"]: point["values"] for point in recorded.get("front", [])}
             mine = self._sampled_at(method, run)
             if run is not None and mine != best:
                 write(
@@ -191,17 +189,23 @@ class SweepSearcher(Searcher):
                 )
         else:
             outcomes = self.outcomes[method]
-            chosen = pick_best((outcomes[i] for i in range(len(outcomes))), self.metric, self.mode)
+            selection = self.choice.select(method, [outcomes[i] for i in range(len(outcomes))], self.sampled[method])
+            chosen = selection.reference
             run, best = (None, None) if chosen is None else (str(chosen), self.sampled[method][chosen])
+            front = {str(i): self.sampled[method][i] for i in selection.front}
             if self.choices is not None:
-                record_choice(self.choices, method, run, best)
+                record_choice(self.choices, method, run, best, front)
         self.best[method] = best
         self.chosen[method] = run
+        self.front[method] = list(front)
         runs = [] if best is None else self.final_runs(method, best)
+        if self.front_runs is not None:
+            runs += [trial for point, values in front.items() for trial in self.front_runs(method, point, values)]
         self.queued.extend(runs)
         seconds = self.run_seconds
         self.queued.sort(key=lambda queued: -seconds[queued.method])  # stable: each method's T order stays
-        write(f"search {method}: done, best {best}; {len(runs)} final run(s) queued")
+        points = f" and {len(front)} more front point(s)" if front else ""
+        write(f"search {method}: done, best {best}{points}; {len(runs)} final run(s) queued")
 
     def _sampled_at(self, method: str, run: str | None) -> dict[str, Any] | None:
         """The values this searcher sampled for search trial `run` of `method`, if it did."""
@@ -244,11 +248,19 @@ def read_choices(path: Path | None) -> dict[str, dict[str, Any]]:
     if path is None or not path.exists():
         return {}
     choices = read_json(path, "the record of each method's chosen search trial")
+
+    def point(choice: Any) -> bool:
+        return (
+            isinstance(choice, dict)
+            and (choice["run"] is None or isinstance(choice["run"], str))
+            and (choice["values"] is None or isinstance(choice["values"], dict))
+        )
+
     whole = isinstance(choices, dict) and all(
         isinstance(choice, dict)
-        and set(choice) == {"run", "values"}
-        and (choice["run"] is None or isinstance(choice["run"], str))
-        and (choice["values"] is None or isinstance(choice["values"], dict))
+        and set(choice) - {"front"} == {"run", "values"}
+        and point(choice)
+        and all(set(p) == {"run", "values"} and point(p) for p in choice.get("front", []))
         for choice in choices.values()
     )
     if not whole:
@@ -256,13 +268,23 @@ def read_choices(path: Path | None) -> dict[str, dict[str, Any]]:
     return choices
 
 
-def record_choice(path: Path, method: str, run: str | None, values: Mapping[str, Any] | None) -> None:
+def record_choice(
+    path: Path,
+    method: str,
+    run: str | None,
+    values: Mapping[str, Any] | None,
+    front: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Adds `method`'s choice to `path`, written whole (a temporary file renamed); a choice on
-    record is never replaced (`SweepSearcher` keeps it)."""
+    record is never replaced (`SweepSearcher` keeps it). A Pareto search's choice also lists the
+    other `front` points its final stage retrains (search index -> values)."""
     choices = read_choices(path)
     if method in choices:
         return
-    write_json_atomically(path, choices | {method: {"run": run, "values": None if values is None else dict(values)}})
+    choice: dict[str, Any] = {"run": run, "values": None if values is None else dict(values)}
+    if front:
+        choice["front"] = [{"run": point, "values": dict(v)} for point, v in front.items()]
+    write_json_atomically(path, choices | {method: choice})
 
 
 def make_searcher(plan: SweepPlan, folder: Path | None = None, gate: TeacherGate | None = None) -> SweepSearcher:
@@ -282,23 +304,27 @@ def make_searcher(plan: SweepPlan, folder: Path | None = None, gate: TeacherGate
             else optuna.samplers.RandomSampler(seed=search.seed)
         )
         return OptunaSearch(
-            space=DefineByRun(method_plan.distributions()), metric=search.metric, mode=search.mode, sampler=sampler
+            space=DefineByRun(method_plan.distributions()), metric=choice.keys, mode=choice.modes, sampler=sampler
         )
 
+    choice = make_choice(plan)
+    metric, mode = search.primary
     return SweepSearcher(
         searchers={p.method: optuna_search(p) for p in plan.methods},
         budget={p.method: search_budget(p, plan.space) for p in plan.methods},
         final_runs=partial(final_runs, plan),
-        metric=search.metric,
-        mode=search.mode,
+        metric=metric,
+        mode=mode,
         trial_settings={p.method: trial_settings(p, search.trial_evaluation) for p in plan.methods},
         mirror=None
         if folder is None
         else StudyMirror(
-            f"sqlite:///{folder / STUDY_FILE}", {p.method: p.distributions() for p in plan.methods}, search.mode
+            f"sqlite:///{folder / STUDY_FILE}", {p.method: p.distributions() for p in plan.methods}, choice.modes
         ),
         gate=gate,
         choices=None if folder is None else folder / CHOICES_FILE,
+        choice=choice,
+        front_runs=partial(front_runs, plan) if search.pareto else None,
     )
 
 

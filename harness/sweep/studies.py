@@ -13,7 +13,7 @@ stays whole and without duplicates across `--resume`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -56,38 +56,51 @@ class StudyMirror:
     Args:
         storage: `sqlite:///<path>` of the studies.
         dims: per method, its dims as Optuna distributions.
-        mode: "max" or "min" (the studies' direction).
+        mode: "max" or "min" (the study's direction), or one per objective of a Pareto search
+            (a multi-objective study).
     """
 
-    def __init__(self, storage: str, dims: Mapping[str, Mapping[str, BaseDistribution]], mode: str) -> None:
+    def __init__(
+        self, storage: str, dims: Mapping[str, Mapping[str, BaseDistribution]], mode: str | Sequence[str]
+    ) -> None:
         self.storage, self.mode = storage, mode
         self.dims = {method: dict(d) for method, d in dims.items()}
 
-    def record(self, method: str, run: str, values: Mapping[str, Any], result: Mapping | None, metric: str) -> None:
-        """Adds search trial `run` of `method` (COMPLETE, PRUNED or FAIL) unless it is there already."""
+    def record(
+        self, method: str, run: str, values: Mapping[str, Any], result: Mapping | None, metric: str | Sequence[str]
+    ) -> None:
+        """Adds search trial `run` of `method` (COMPLETE, PRUNED or FAIL) unless it is there
+        already; `metric` is the result key of the objective, or of each objective."""
+        modes = [self.mode] if isinstance(self.mode, str) else list(self.mode)
+        keys = [metric] if isinstance(metric, str) else list(metric)
         study = optuna.create_study(
             storage=self.storage,
             study_name=method,
-            direction="maximize" if self.mode == "max" else "minimize",
+            directions=["maximize" if mode == "max" else "minimize" for mode in modes],
             load_if_exists=True,
         )
         if any(trial.user_attrs.get(RUN_ATTR) == run for trial in study.get_trials(deepcopy=False)):
             return
         result = result or {}
-        value = result.get(metric)
-        complete = "test_accuracy" in result and value is not None and FAILURE_KEY not in result
-        failed = value is None or FAILURE_KEY in result or not _finite(value)
+        measured = [result.get(key) for key in keys]
+        failed = FAILURE_KEY in result or (measured[0] is None if len(keys) == 1 else not result)
+        finite = all(_finite(v) for v in measured)
+        if len(keys) == 1 and measured[0] is not None and not _finite(measured[0]):
+            failed = True
         state = (
-            optuna.trial.TrialState.COMPLETE
-            if complete and not failed
-            else optuna.trial.TrialState.FAIL
+            optuna.trial.TrialState.FAIL
             if failed
+            else optuna.trial.TrialState.COMPLETE
+            if "test_accuracy" in result and finite
             else optuna.trial.TrialState.PRUNED
         )
+        complete = state == optuna.trial.TrialState.COMPLETE
+        single = len(keys) == 1 and not failed  # a pruned single-objective trial keeps its last value
         study.add_trial(
             optuna.trial.create_trial(
                 state=state,
-                value=None if state == optuna.trial.TrialState.FAIL else float(value),
+                value=float(measured[0]) if single else None,
+                values=[float(v) for v in measured] if len(keys) > 1 and complete else None,
                 params=dict(values),
                 distributions=self.dims[method],
                 user_attrs={RUN_ATTR: run, "epochs": int(result.get(EPOCH_KEY, 0))},

@@ -40,19 +40,20 @@ def test_harness_plugins_lists_the_four_pieces_with_their_distribution(
     result = run_harness("plugins", cwd=tmp_path, env=plugin_env(plugin_site))
     assert result.returncode == 0, result.stderr
     rows = {tuple(line.split()[:3]) for line in result.stdout.splitlines()}
-    for kind, name in (("methods", "dkd"), ("datasets", "shapes"), ("noises", "row_dropout"), ("models", "spikformer")):
+    for kind, name in (("methods", "dkd"), ("datasets", "shapes"), ("noises", "row_dropout"), ("models", "mlp")):
         assert (kind, name, "harness-example-plugin") in rows
 
 
-def test_the_spiking_transformer_trains_on_non_square_images(
-    plugin_site: Path, run_harness, plugin_env, tmp_path: Path, mlflow_runs
+@pytest.mark.parametrize("method", ["direct", "conversion"])
+def test_the_plugin_family_trains_on_non_square_images(
+    plugin_site: Path, run_harness, plugin_env, tmp_path: Path, mlflow_runs, method: str
 ) -> None:
     sets = ["dataset.image_size=[12, 20]", "train.epochs=1", "eval.noise={}"]
-    args = ["train", "--space", str(PLUGIN / "smoke.yaml"), "--method", "direct"]
+    args = ["train", "--space", str(PLUGIN / "smoke.yaml"), "--method", method]
     result = run_harness(*args, *(a for s in sets for a in ("--set", s)), cwd=tmp_path, env=plugin_env(plugin_site))
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = mlflow_runs(str(tmp_path / "mlflow.db"), "plugin-smoke")
-    assert run.data.params["student.arch"] == "spikformer" and run.data.params["dataset.image_size"] == "[12, 20]"
+    assert run.data.params["student.arch"] == "mlp" and run.data.params["dataset.image_size"] == "[12, 20]"
     assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
 
 
@@ -81,7 +82,7 @@ def test_the_plugin_smoke_sweep_runs_on_local_ray_with_one_run_per_trial(
     assert all(run.info.status == "FINISHED" for run in runs)  # the workers found every plugin piece
     dkd = by[("dkd", Role.TRIAL)] + by[("dkd", Role.FINAL)]
     for run in dkd:
-        assert run.data.params["dataset.name"] == "shapes" and run.data.params["student.arch"] == "spikformer"
+        assert run.data.params["dataset.name"] == "shapes" and run.data.params["student.arch"] == "mlp"
         assert {"dkd.beta", "dkd.temperature", "teacher.depth"} <= set(run.data.params)
         assert not any(key.startswith("kd.") for key in run.data.params)  # only the sections it reads
         assert Capabilities.from_tag(run.data.tags[Tag.CAPABILITIES]).needs_teacher

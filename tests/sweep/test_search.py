@@ -13,9 +13,10 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from harness.contract import Role
+from harness.sweep.front import pick_best
 from harness.sweep.protocol import PlannedTrial
 from harness.sweep.schedule import MethodScheduler
-from harness.sweep.search import SweepSearcher, pick_best
+from harness.sweep.search import SweepSearcher
 from harness.sweep.studies import DefineByRun
 
 ALPHA = {"kd.alpha": optuna.distributions.FloatDistribution(0.1, 0.9)}
