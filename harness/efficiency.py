@@ -144,9 +144,9 @@ def _fan_out(
 
 
 def _conv_ops(conv: nn.Conv2d, x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
-    """Per-row op counts `[rows]`; ACs are active inputs x their fan-out x out_channels."""
-    if conv.groups != 1:
-        raise NotImplementedError("grouped convolutions are not counted yet")
+    """Per-row op counts `[rows]`; ACs are active inputs x their fan-out x the output channels
+    each input channel feeds (`out_channels / groups`: all of them, or one group's for a grouped
+    or depthwise convolution, as torchvision's MobileNets have)."""
     if isinstance(conv.padding, str):
         raise NotImplementedError("string padding is not counted yet")
     if _is_spikes(x):
@@ -158,8 +158,8 @@ def _conv_ops(conv: nn.Conv2d, x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
         mask = (x != 0).reshape(rows * channels, -1).to(torch.float32)
         per_map = mask @ fan_out.reshape(-1).to(x.device, torch.float32)  # [rows * C]
         synapses = per_map.reshape(rows, channels).sum(dim=1, dtype=torch.float64)
-        return synapses * conv.out_channels, True
-    per_output = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        return synapses * (conv.out_channels // conv.groups), True
+    per_output = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
     return torch.full((out.shape[0],), float(per_output * out[0].numel()), dtype=torch.float64), False
 
 

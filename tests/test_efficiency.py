@@ -90,6 +90,23 @@ def test_conv_acs_match_a_brute_force_count(stride: int, padding: int, dilation:
     assert counts.acs.sum().item() == pytest.approx(active.sum().item() * 4)
 
 
+@pytest.mark.parametrize("groups", [2, 6], ids=["grouped", "depthwise"])
+def test_grouped_convolutions_count_each_input_channels_own_group(groups: int) -> None:
+    """A grouped (or depthwise: torchvision's MobileNets) convolution: an input channel feeds only
+    its group's `out_channels / groups` outputs, and an output sums `in_channels / groups` inputs."""
+    conv = nn.Conv2d(6, 12, 3, padding=1, groups=groups, bias=False)
+    x = (torch.rand(4, 6, 7, 7) > 0.5).float()
+    with count_ops(conv, 1) as counts:
+        counts.batch = counts.samples = 4
+        conv(x)
+    active = nn.functional.conv2d(x, torch.ones(6, 1, 3, 3), padding=1, groups=6)  # per input channel
+    assert counts.acs.sum().item() == pytest.approx(active.sum().item() * 12 / groups)
+    with count_ops(conv, 1) as counts:
+        counts.batch = counts.samples = 4
+        conv(x * 0.3 + 0.1)  # analog: every multiply
+    assert counts.macs.sum().item() == 4 * 12 * 7 * 7 * (6 // groups) * 9
+
+
 # --- Products of two activations (a spiking transformer's attention) -------------------------
 
 

@@ -109,6 +109,7 @@ def test_list_schedule_makespan() -> None:
         "streaming",
         "event_binning",
         "recipe_check",
+        "precision",
         "run",
     ],
 )

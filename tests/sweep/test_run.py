@@ -347,3 +347,43 @@ def test_a_trial_that_fits_no_node_exits_2_naming_the_resource(tmp_path: Path, r
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("harness: error:")]
     assert named in line and "CPU" in line and "GPU in all" in line and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]  # nothing written: no store, no runs/
+
+
+@pytest.mark.slow
+def test_a_sweep_over_spikformers_arguments_from_a_checkpoint_teacher_trains_no_teacher(
+    ray_2_cpus, tmp_path: Path, mlflow_runs
+) -> None:
+    """KD into tiny spikformers, searching the family's own arguments, distilled from a teacher the
+    user brings (`teacher.checkpoint`, `teacher.epochs: 0`): the cached teacher holds the file's
+    very weights, and every run's teacher figures are that file's."""
+    import torch
+
+    from harness.models import create_model, relu
+
+    torch.manual_seed(3)
+    teacher = create_model("resnet", in_channels=1, num_classes=10, image_shape=8, activation=relu, depth=8, width=8)
+    checkpoint = tmp_path / "my_teacher.pt"
+    torch.save(teacher.state_dict(), checkpoint)
+    space = yaml.safe_load(SMOKE.read_text())
+    space["methods"] = ["kd"]
+    student = {"student.arch": "spikformer", "student.heads": 2, "student.patch_size": 2, "student.depth": 1}
+    fixed = {k: v for k, v in space["fixed"].items() if not k.startswith("student.")}
+    space["fixed"] = fixed | student | {"teacher.checkpoint": str(checkpoint), "teacher.epochs": 0, "train.epochs": 1}
+    space["space"] = {"student.embed_dim": {"categorical": [4, 8]}, "student.depth": {"categorical": [1, 2]}}
+    space["search"].update({"num_samples": 2, "final_repeats": 1, "final_time_steps": []})
+    path = tmp_path / "spikformer.yaml"
+    path.write_text(yaml.safe_dump(space))
+    options = SweepOptions(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="spikformer", storage=tmp_path / "runs"
+    )
+    run_sweep(plan_sweep(path), options, log=lambda _: None)
+    runs = [r for r in mlflow_runs(options.tracking_uri, options.experiment) if r.data.tags["harness.role"] != "sweep"]
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.params["student.arch"] == "spikformer" and r.data.metrics["synops"] > 0 for r in runs)
+    cached = list((tmp_path / "runs" / "teacher_cache").glob("*/teacher.pt"))
+    assert len(cached) == 2  # one per student seed (0: the search, 1: the final run), both from the file
+    for path in cached:
+        saved = torch.load(path, weights_only=True)["state_dict"]
+        for key, tensor in teacher.state_dict().items():
+            assert torch.equal(saved[key], tensor), key  # measured as it is: not one step of training
+    assert len({r.data.metrics["teacher_test_accuracy"] for r in runs}) == 1
