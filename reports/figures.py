@@ -6,6 +6,7 @@ so building a report touches no global plotting state and needs no display.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,11 +17,15 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+from matplotlib.transforms import Bbox
 
 from harness import contract
 from harness.contract import Tag, metric_column, param_column, parse_noise_metric
-from reports.loading import ExperimentRuns
+from reports import front as pareto
+from reports.loading import Configuration, ExperimentRuns
+from reports.render import Stat
 from reports.tables import SEED, TEACHER, noise_metrics, teacher_runs
 
 PALETTE = "colorblind"
@@ -234,7 +239,145 @@ def search_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     )
 
 
+FRONT_SIZE = (5.6, 4.2)  # inches, the front panel alone
+
+
+def point_label(exp: ExperimentRuns, configuration: Configuration) -> str:
+    """`T=2 d=8 w=4`: a configuration's T, its student depth and (where searched) width."""
+    parts = [f"T={configuration.time_steps}"]
+    depth = configuration.param("student.depth")
+    if depth is not None:
+        parts.append(f"d={depth}")
+    width = configuration.param("student.width")
+    if width is not None and "student.width" in exp.searched_dims(configuration.method):
+        parts.append(f"w={width}")
+    return " ".join(parts)
+
+
+def pareto_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
+    """Test accuracy against energy (a Pareto sweep's second objective): one front per method, its
+    configurations' means joined in order of energy, error bars ±1 std over seeds in both axes,
+    the method's non-dominated points filled, each annotated with its T, depth and width."""
+    found = pareto.pareto_front(exp)
+    if found is None or found.x is None:
+        return None
+    x, y = found.x, found.y
+    colours = method_colours(exp.methods)
+    drawn = []
+    labels: list[tuple[float, float, str, object]] = []
+    with report_style():
+        figure = Figure(figsize=(FRONT_SIZE[0] + LEGEND_WIDTH, FRONT_SIZE[1]), layout="constrained")
+        FigureCanvasAgg(figure)
+        ax = figure.subplots()
+        for method in found.methods:
+            indices = [i for i in found.of(method) if x in found.points[i] and y in found.points[i]]
+            if not indices:
+                continue
+            drawn.append(method)
+            indices.sort(key=lambda i: found.points[i][x])
+            colour = colours[method]
+            xs = [found.points[i][x] for i in indices]
+            ys = [found.points[i][y] for i in indices]
+            ax.plot(xs, ys, color=colour, linewidth=1.2, alpha=0.8, zorder=2)
+            for i in indices:
+                configuration = found.configurations[i]
+                x_stat, y_stat = pareto.stat(configuration, x), pareto.stat(configuration, y)
+                on_front = i in found.method_front
+                ax.errorbar(
+                    found.points[i][x],
+                    found.points[i][y],
+                    xerr=_spread(x_stat),
+                    yerr=_spread(y_stat),
+                    fmt="s" if configuration.reference else "o",
+                    markersize=7 if on_front else 5.5,
+                    color=colour,
+                    markerfacecolor=colour if on_front else "white",
+                    markeredgewidth=1.3,
+                    elinewidth=0.9,
+                    capsize=2,
+                    zorder=3,
+                )
+                labels.append((found.points[i][x], found.points[i][y], point_label(exp, configuration), colour))
+        if not drawn:
+            return None
+        if found.reference is not None and x in found.reference and y in found.reference:
+            ax.plot(found.reference[x], found.reference[y], marker="x", color=TEACHER_COLOUR, markersize=7, zorder=3)
+        ax.set(xlabel=pareto.label(x), ylabel=pareto.label(y), title=f"{pareto.label(y)} versus {pareto.label(x)}")
+        handles = [Line2D([], [], color=colours[m], marker="o", label=m) for m in drawn]
+        handles += [
+            Line2D([], [], color="0.3", marker="s", linestyle="", markerfacecolor="0.3", label="reference config."),
+            Line2D([], [], color="0.3", marker="o", linestyle="", markerfacecolor="0.3", label="on its method's front"),
+            Line2D([], [], color="0.3", marker="o", linestyle="", markerfacecolor="white", label="dominated"),
+        ]
+        if found.reference is not None:
+            handles.append(
+                Line2D([], [], color=TEACHER_COLOUR, marker="x", linestyle="", label="hypervolume reference")
+            )
+        figure.legend(handles=handles, loc="outside right upper", frameon=False)
+        _place_labels(figure, ax, labels)
+        _save(figure, folder, "pareto_front")
+    better = "lower" if found.objectives[x] == "min" else "higher"
+    return FigureFile(
+        "pareto_front",
+        "The accuracy versus energy front",
+        f"Test {pareto.label(y).removeprefix('test ')} against {pareto.label(x)} ({better} is better) of every "
+        "configuration the Pareto search's final stage retrained: points are means over seeds, error bars ±1 "
+        "standard deviation in both axes (none with one seed); each method's configurations are joined in order "
+        f"of {pareto.label(x).split(' (')[0]}; filled: on the method's own front, open: dominated by another of "
+        "its configurations; squares: the reference configurations; labels: T, depth (d) and width (w, where "
+        "searched). The cross is the hypervolume's reference point.",
+    )
+
+
+LABEL_PLACES = (  # (dx, dy) in points, horizontal and vertical alignment: tried in this order
+    (5, 4, "left", "bottom"),
+    (5, -4, "left", "top"),
+    (-5, 4, "right", "bottom"),
+    (-5, -4, "right", "top"),
+    (0, 9, "center", "bottom"),
+    (0, -9, "center", "top"),
+    (9, 0, "left", "center"),
+    (-9, 0, "right", "center"),
+)
+
+
+def _place_labels(figure: Figure, ax: Axes, labels: list[tuple[float, float, str, object]]) -> None:
+    """Annotates each point with its label at the first place (`LABEL_PLACES`) where the text stays
+    inside the panel and overlaps neither a point nor an earlier label (the first place where none is free)."""
+    figure.canvas.draw()  # settles the layout, so the texts' extents are where they will be drawn
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    panel = ax.get_window_extent(renderer)
+    pad = 4.0 * figure.dpi / 72  # a marker's half-size, in pixels
+    taken = []
+    for x, y, _, _ in labels:
+        px, py = ax.transData.transform((x, y))
+        taken.append(Bbox.from_extents(px - pad, py - pad, px + pad, py + pad))
+    for x, y, text, colour in labels:
+        for number, (dx, dy, ha, va) in enumerate(LABEL_PLACES):
+            note = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6.5,
+                color=colour, zorder=4,
+            )  # fmt: skip
+            box = note.get_window_extent(renderer)
+            inside = panel.x0 <= box.x0 and box.x1 <= panel.x1 and panel.y0 <= box.y0 and box.y1 <= panel.y1
+            if inside and not any(box.overlaps(other) for other in taken):
+                taken.append(box)
+                break
+            if number + 1 < len(LABEL_PLACES):
+                note.remove()
+
+
+def _spread(cell: Stat | None) -> float | None:
+    """A statistic's standard deviation for an error bar (None with one seed)."""
+    return None if cell is None or math.isnan(cell.std) else cell.std
+
+
 def all_figures(exp: ExperimentRuns, folder: Path) -> list[FigureFile]:
     """Draws every figure into `folder`; returns those drawn (a figure without data is skipped)."""
-    drawn = [noise_figure(exp, folder), time_step_figure(exp, folder), search_figure(exp, folder)]
+    drawn = [
+        noise_figure(exp, folder),
+        time_step_figure(exp, folder),
+        pareto_figure(exp, folder),
+        search_figure(exp, folder),
+    ]
     return [figure for figure in drawn if figure is not None]

@@ -6,6 +6,11 @@ settings were, which dimensions the search sampled, what each method declared ab
 Everything comes from what the runs recorded (tags `harness.capabilities`, `harness.teacher`,
 the sweep's `harness.methods`), never from the methods installed here: a report needs
 neither the training stack nor the plugins that made the runs.
+
+A Pareto sweep (its parent run carries `harness.objectives`) also retrained, per method, the
+other points of its search front (`harness.role=front`, grouped by `harness.front_point`):
+`ExperimentRuns.objectives` and `ExperimentRuns.configurations` give them to the report's
+Pareto table, hypervolume and front figure.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from harness.contract import TEST_ACCURACY, Capabilities, Role, Tag, param_column, tag_column, timestep_metric
+from harness.contract import (
+    TEST_ACCURACY,
+    TRUE,
+    Capabilities,
+    Role,
+    Tag,
+    param_column,
+    tag_column,
+    timestep_metric,
+)
 from harness.errors import HarnessInputError
 from harness.tracking import absolute_tracking_uri
 
@@ -36,6 +50,44 @@ class EvalSettings:
     reference_time_steps: int
     time_steps: tuple[int, ...]
     noise: dict[str, tuple[float, ...]]
+
+
+@dataclass(frozen=True, eq=False)
+class Configuration:
+    """One configuration a Pareto sweep's final stage retrained for a method, with its runs.
+
+    Attributes:
+        method: The method.
+        trial: The search index of the trial it came from (the front point), None where unknown.
+        reference: The method's reference configuration (its `harness.role=final` runs at the T
+            the search chose); otherwise another front point (`harness.role=front` runs).
+        time_steps: The T it is evaluated at (its own for a method that trains at a T, else the
+            reference T).
+        runs: Its finished runs, one per seed.
+    """
+
+    method: str
+    trial: int | None
+    reference: bool
+    time_steps: int
+    runs: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        """`kd: reference (trial 0)` or `kd: trial 2`: the row label of the report."""
+        trial = "" if self.trial is None else f"trial {self.trial}"
+        if self.reference:
+            return f"{self.method}: reference" + (f" ({trial})" if trial else "")
+        return f"{self.method}: {trial or 'front point'}"
+
+    def param(self, key: str) -> str | None:
+        """The param `key` of its runs (the same for every seed), None where not logged."""
+        values = self.runs[param_column(key)].dropna() if param_column(key) in self.runs.columns else ()
+        return None if len(values) == 0 else str(values.iloc[0])
+
+    def seeds(self) -> list[int]:
+        """The seeds its runs used."""
+        return sorted({int(seed) for seed in self.runs[param_column("seed")].dropna()})
 
 
 @dataclass(frozen=True)
@@ -71,6 +123,21 @@ class ExperimentRuns:
     def trials(self) -> pd.DataFrame:
         """Search trial runs (`harness.role=trial`) of any status."""
         return self.with_role(Role.TRIAL)
+
+    @cached_property
+    def front_runs(self) -> pd.DataFrame:
+        """FINISHED runs of a Pareto sweep's other front points (`harness.role=front`)."""
+        fronts = self.with_role(Role.FRONT)
+        return fronts[fronts["status"] == "FINISHED"]
+
+    @cached_property
+    def objectives(self) -> dict[str, str] | None:
+        """A Pareto sweep's `search.objectives` (name -> `max`/`min`, in order; the first is the
+        primary), from its parent run's tag `harness.objectives`; None for a single-objective sweep."""
+        tagged = self.tag(Tag.OBJECTIVES, self.with_role(Role.SWEEP)).dropna()
+        if not len(tagged):
+            return None
+        return {str(name): str(direction) for name, direction in json.loads(str(tagged.iloc[0])).items()}
 
     @cached_property
     def sweep_order(self) -> list[str]:
@@ -137,6 +204,65 @@ class ExperimentRuns:
             return trained, TEST_ACCURACY
         return self.finals_at(method, self.settings.reference_time_steps), timestep_metric(time_steps)
 
+    def search_time_steps(self, method: str) -> int:
+        """The T of `method`'s reference configuration: that of the search trial tagged
+        `harness.best=true` (the searcher's choice) for a method that trains at a T, else (and
+        where that trial logged no T) the reference T."""
+        reference = self.settings.reference_time_steps
+        if not self.capabilities(method).trains_at_time_steps:
+            return reference
+        trials = self.trials_of(method)
+        best = trials[self.tag(Tag.BEST, trials) == TRUE]
+        chosen = pd.to_numeric(self.column(param_column("snn.time_steps"), best), errors="coerce").dropna()
+        return int(chosen.iloc[0]) if len(chosen) else reference
+
+    def configurations(self, method: str) -> list[Configuration]:
+        """A Pareto sweep's configurations of `method`: the reference first, then each other front
+        point by search index; a front point that repeats an earlier configuration (the same
+        searched values and T) is left out (`repeated_configurations`). Empty for a
+        single-objective sweep."""
+        return list(self._configurations.get(method, ([], []))[0])
+
+    def repeated_configurations(self, method: str) -> list[tuple[Configuration, Configuration]]:
+        """(front point, the earlier configuration it repeats) for the front points `configurations` leaves out."""
+        return list(self._configurations.get(method, ([], []))[1])
+
+    @cached_property
+    def _configurations(self) -> dict[str, tuple[list[Configuration], list[tuple[Configuration, Configuration]]]]:
+        """Per method: its configurations, and the front points that repeat one (read once)."""
+        if self.objectives is None:
+            return {}
+        return {method: self._configurations_of(method) for method in self.methods}
+
+    def _configurations_of(self, method: str) -> tuple[list[Configuration], list[tuple[Configuration, Configuration]]]:
+        found = []
+        time_steps = self.search_time_steps(method)
+        reference_runs = self.finals_at(method, time_steps)
+        if not reference_runs.empty:
+            best = self.trials_of(method)
+            best = best[self.tag(Tag.BEST, best) == TRUE]
+            trial = _trial_index(str(self.tag(Tag.TRIAL_ID, best).iloc[0])) if len(best) else None
+            found.append(Configuration(method, trial, True, time_steps, reference_runs))
+        fronts = self.front_runs[self.tag(Tag.METHOD, self.front_runs) == method]
+        points = self.tag(Tag.FRONT_POINT, fronts)
+        trains_at_t = self.capabilities(method).trains_at_time_steps
+        for point in sorted(points.dropna().unique(), key=_point_order):
+            runs = fronts[points == point]
+            trained = pd.to_numeric(self.column(param_column("snn.time_steps"), runs), errors="coerce").dropna()
+            steps = int(trained.iloc[0]) if trains_at_t and len(trained) else self.settings.reference_time_steps
+            found.append(Configuration(method, _trial_index(str(point)), False, steps, runs))
+        dims = [dim for dim in self.searched_dims(method) if dim != "snn.time_steps"]
+        kept: list[Configuration] = []
+        repeated = []
+        for configuration in found:
+            key = (configuration.time_steps, *(configuration.param(dim) for dim in dims))
+            earlier = [c for c in kept if (c.time_steps, *(c.param(dim) for dim in dims)) == key]
+            if earlier:
+                repeated.append((configuration, earlier[0]))
+            else:
+                kept.append(configuration)
+        return kept, repeated
+
     def seeds(self) -> list[int]:
         """The seeds of the final runs."""
         return sorted({int(seed) for seed in self.column(param_column("seed"), self.finals).dropna()})
@@ -159,11 +285,12 @@ class ExperimentRuns:
         sweep_reason = self.tag(Tag.FAILURE_REASON, self.with_role(Role.SWEEP)).dropna()
         if len(sweep_reason):  # what the sweep itself found missing when it ended
             gaps.append(f"The sweep ended with planned runs missing: {sweep_reason.iloc[0]}.")
-        finals = self.with_role(Role.FINAL)
-        unfinished = finals[finals["status"] != "FINISHED"]
-        if len(unfinished):
-            statuses = ", ".join(f"{n} {status}" for status, n in unfinished["status"].value_counts().items())
-            gaps.append(f"{len(unfinished)} final runs did not finish ({statuses}); they are left out.")
+        for role, name in ((Role.FINAL, "final"), (Role.FRONT, "front-point")):
+            runs = self.with_role(role)
+            unfinished = runs[runs["status"] != "FINISHED"]
+            if len(unfinished):
+                statuses = ", ".join(f"{n} {status}" for status, n in unfinished["status"].value_counts().items())
+                gaps.append(f"{len(unfinished)} {name} runs did not finish ({statuses}); they are left out.")
         return gaps
 
     def searched_dims(self, method: str) -> list[str]:
@@ -178,6 +305,18 @@ class ExperimentRuns:
             return [key for key in str(tagged.iloc[0]).split(",") if key]
         params = [c for c in trials.columns if c.startswith("params.") and c != param_column("seed")]
         return [c.removeprefix("params.") for c in params if trials[c].dropna().nunique() > 1]
+
+
+def _point_order(point: object) -> tuple[bool, int, str]:
+    """Front points by search index (any tag that is not an index after them, by text)."""
+    index = _trial_index(str(point))
+    return index is None, -1 if index is None else index, str(point)
+
+
+def _trial_index(trial_id: str) -> int | None:
+    """The search index at the end of a trial id (`smoke/trial/kd/3` -> 3) or a front point tag (`3`)."""
+    last = trial_id.rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else None
 
 
 def _param(run: pd.Series, key: str, default: str) -> str:

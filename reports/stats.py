@@ -1,4 +1,5 @@
-"""Differences of means between two methods with a 95% confidence interval (t intervals from scipy)."""
+"""Differences of means between two methods, and the mean of one sample, with a 95% confidence interval
+(t intervals from scipy)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,39 @@ def _welch(a: list[float], b: list[float], difference: float) -> Difference:
 def _no_spread(values: list[float]) -> bool:
     """Whether the values are equal up to float rounding (t would divide by a zero deviation)."""
     return max(values) - min(values) <= 1e-12 * max(1.0, *(abs(v) for v in values))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The mean of `n` values with its 95% t interval; `low`/`high` are None with one value."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def test(self) -> str:
+        """`t (n=3)`, or `n=1, no interval`."""
+        return f"t (n={self.n})" if self.low is not None else f"n={self.n}, no interval"
+
+
+def mean_interval(values: list[float]) -> Interval:
+    """The mean of `values` and its 95% t interval, `mean ± t(0.975, n-1) * s / sqrt(n)`.
+
+    Undefined (None) for a single value; the point itself where every value is the same.
+
+    Raises:
+        ValueError: `values` is empty.
+    """
+    if not values:
+        raise ValueError("mean_interval needs at least one value")
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return Interval(mean, None, None, n)
+    if _no_spread(values):
+        return Interval(mean, mean, mean, n)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)

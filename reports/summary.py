@@ -6,6 +6,10 @@ mean over the final-stage seeds; robustness is the mean, over every noise column
 mean accuracy under that noise; a difference is significant when its 95% confidence interval
 (`reports.stats.compare`) excludes 0. Only the spiking methods are ranked; the ANN teacher is
 named beside them.
+
+A Pareto sweep (`search.objectives`) opens the summary with two more lines (`reports.front`):
+which method dominates which range of the accuracy × energy front, and the methods ranked by
+hypervolume against the stated reference point.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import math
 
 from harness import contract
+from reports import front as pareto
 from reports.loading import ExperimentRuns
 from reports.tables import TEACHER, Comparison, comparisons, metric_stat, noise_metrics, teacher_runs
 
@@ -95,6 +100,14 @@ def _noise(metric: str) -> str:
     return f"{kind} {level:g}"
 
 
+def front_lines(exp: ExperimentRuns) -> list[str]:
+    """A Pareto sweep's lines: who dominates where on the front, and the hypervolumes (none for one objective)."""
+    found = pareto.pareto_front(exp)
+    if found is None:
+        return []
+    return [line for line in (pareto.front_words(found), pareto.hypervolume_words(found)) if line]
+
+
 def summary_lines(exp: ExperimentRuns, reference: str | None = None) -> list[str]:
-    """The three lines of the summary."""
-    return [accuracy_line(exp), robustness_line(exp), significance_line(exp, reference)]
+    """The lines of the summary: a Pareto sweep's front lines first, then the three lines."""
+    return [*front_lines(exp), accuracy_line(exp), robustness_line(exp), significance_line(exp, reference)]

@@ -1,7 +1,8 @@
-"""The report's five tables, built from an experiment's MLflow runs.
+"""The report's five tables, built from an experiment's MLflow runs, and two more for a Pareto sweep.
 
 Cells are mean ± std over the final runs' seeds; which runs feed a cell is said in each
-table's description (reference T, one run per seed).
+table's description (reference T, one run per seed). A Pareto sweep (`search.objectives`) adds
+the table of its retrained front configurations and their hypervolume (`reports.front`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 
 from harness import contract
 from harness.contract import Tag, metric_column, param_column, parse_noise_metric
+from reports import front as pareto
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table, fixed, significant
 from reports.stats import Difference, compare
@@ -379,12 +381,174 @@ def measure_label(metric: str) -> str:
     return "clean" if metric == contract.TEST_ACCURACY else noise_label(metric)
 
 
+PARETO_COLUMNS = (  # measure -> column, always shown in the Pareto table
+    (contract.TEST_ACCURACY, Column("test accuracy", "higher")),
+    (contract.ENERGY_UJ, Column("energy (µJ)", "lower", significant)),
+    (contract.SYNOPS, Column("SynOps", "lower", significant)),
+)
+OTHER_MEASURES = {  # an objective's column where it is not one of PARETO_COLUMNS
+    contract.ACS: Column("ACs", "lower", significant),
+    contract.MACS: Column("MACs", "lower", significant),
+    contract.FIRING_RATE: Column("firing rate", "lower", fixed(4)),
+}
+YES, NO = "yes", "no"
+
+
+def _varying_dims(exp: ExperimentRuns, found: pareto.Front) -> list[str]:
+    """The searched dims (besides T) whose values differ between the configurations, and every
+    config-key objective, in the methods' order."""
+    dims = [dim for method in found.methods for dim in exp.searched_dims(method) if dim != pareto.TIME_STEPS] + [
+        key for key in found.objectives if not pareto.is_metric(key) and key != pareto.TIME_STEPS
+    ]
+    dims = list(dict.fromkeys(dims))
+    shown = []
+    for dim in dims:
+        values = {c.param(dim) for c in found.configurations}
+        if len(values) > 1 or dim in found.objectives:
+            shown.append(dim)
+    return shown
+
+
+def _objective_words(found: pareto.Front) -> str:
+    """`val_accuracy` (max) -> test accuracy; `energy_uj` (min) -> energy (µJ)."""
+    return "; ".join(
+        f"`{name}` ({direction}) -> {pareto.label(key)}"
+        for name, direction in found.searched.items()
+        if (key := pareto.measure_of(name)) is not None
+    )
+
+
+def pareto_table(exp: ExperimentRuns) -> Table | None:
+    """A Pareto sweep's retrained configurations per method, reference first: T, the searched values
+    that vary, test accuracy, energy, SynOps (mean ± std over seeds) and whether each is on the
+    front; None for a single-objective sweep."""
+    found = pareto.pareto_front(exp)
+    if found is None:
+        return None
+    dims = _varying_dims(exp, found)
+    measures = [*PARETO_COLUMNS] + [(key, OTHER_MEASURES[key]) for key in found.objectives if key in OTHER_MEASURES]
+    rows: list[tuple[str, tuple[Cell, ...]]] = []
+    for index, configuration in enumerate(found.configurations):
+        cells: tuple[Cell, ...] = (
+            str(configuration.time_steps),
+            *(_short(v) if (v := configuration.param(dim)) is not None else None for dim in dims),
+            *(pareto.stat(configuration, key) for key, _ in measures),
+            YES if index in found.method_front else NO,
+            YES if index in found.overall_front else NO,
+        )
+        rows.append((configuration.label, cells))
+    notes = []
+    for method in found.methods:
+        for repeat, earlier in exp.repeated_configurations(method):
+            notes.append(
+                f"`{repeat.label}` retrained the same configuration as `{earlier.label}` (the same searched values "
+                f"and T); it is listed once, with the runs of `{earlier.label}`."
+            )
+    converted = [m for m in found.methods if not exp.capabilities(m).trains_at_time_steps]
+    if converted:
+        notes.append(
+            f"{', '.join(converted)} does not train at a T: every configuration is evaluated at the reference "
+            f"T = {exp.settings.reference_time_steps}."
+        )
+    if found.skipped:
+        notes.append(
+            f"{', '.join(f'`{name}`' for name in found.skipped)} has no test-set measure; the fronts here leave it out."
+        )
+    return Table(
+        key="pareto",
+        title="Configurations on the Pareto front, measured on the test set",
+        description=(
+            "Per method, every configuration of its search front that the final stage retrained: its reference "
+            "configuration (marked `reference`; its final runs at the T the search chose, the seeds of the other "
+            "tables) and the other front points (`trial k`: search trial k, retrained over the first "
+            "`search.front_repeats` final seeds at its own T). Columns: the T it is evaluated at, the searched "
+            "values that differ between configurations, and its test accuracy, energy per sample (µJ) and SynOps per "
+            "sample on the test set, mean ± std over its seeds (n). `front`: non-dominated among the method's own "
+            "configurations by the objectives' test-set means; `all methods`: among every method's configurations. "
+            f"The objectives (the search's, on the validation split; here their test-set measures): "
+            f"{_objective_words(found)}. Dataset `{exp.settings.dataset}`."
+        ),
+        row_header="configuration",
+        columns=(
+            Column("T"),
+            *(Column(dim) for dim in dims),
+            *(column for _, column in measures),
+            Column("front"),
+            Column("all methods"),
+        ),
+        rows=tuple(rows),
+        notes=tuple(notes),
+    )
+
+
+def hypervolume_table(exp: ExperimentRuns) -> Table | None:
+    """Per method, the hypervolume of its configurations against one stated reference point: of their
+    means, and per seed with a 95% t interval; None for a single-objective sweep."""
+    found = pareto.pareto_front(exp)
+    if found is None or not found.hypervolumes:
+        return None
+    rows: list[tuple[str, tuple[Cell, ...]]] = []
+    fallback = []
+    for volume in found.hypervolumes:
+        interval = volume.interval
+        if not volume.common_seeds:
+            fallback.append(volume.method)
+        cells: tuple[Cell, ...] = (
+            str(volume.configurations),
+            Stat(volume.of_means, math.nan, 1),
+            DASH if interval is None else significant(interval.mean),
+            DASH
+            if interval is None or interval.low is None
+            else f"[{significant(interval.low)}, {significant(interval.high)}]",
+            ", ".join(map(str, volume.per_seed)) or DASH,
+            DASH if interval is None else interval.test,
+        )
+        rows.append((volume.method, cells))
+    over = " × ".join(pareto.label(key) for key in found.objectives)
+    extent = {1: "the length", 2: "the area"}.get(len(found.objectives), "the volume")
+    notes = [f"Reference point: {found.reference_text()}."]
+    if fallback:
+        notes.append(
+            f"{', '.join(fallback)}: no seed is common to all its configurations; its per-seed hypervolumes are over "
+            "the seeds of its reference configuration, each from the configurations that ran that seed."
+        )
+    return Table(
+        key="hypervolume",
+        title=f"Hypervolume per method (reference point: {found.reference_text()})",
+        description=(
+            f"The hypervolume ({extent}, in units of {over}, "
+            "that a method's configurations dominate up to the reference point) over the test-set objectives, "
+            "against one reference point for every method: "
+            f"{found.reference_text()} (`harness.pareto.reference_point` over all methods' configuration means, "
+            f"margin {pareto.MARGIN:g}: each objective's worst mean pushed {pareto.MARGIN:g} of its range further "
+            "out). `of means`: from the configurations' mean points (the table and figure above). Per seed: for each "
+            "seed every configuration of the method ran (the first `search.front_repeats` final seeds), the "
+            "hypervolume of that seed's points; their mean and 95% t interval (none with one seed)."
+        ),
+        row_header="method",
+        columns=(
+            Column("configurations"),
+            Column("of means", "higher", significant),
+            Column("per seed, mean"),
+            Column("95% CI"),
+            Column("seeds"),
+            Column("interval"),
+        ),
+        rows=tuple(rows),
+        notes=tuple(notes),
+        show_n=False,
+    )
+
+
 def all_tables(exp: ExperimentRuns, reference: str | None = None) -> list[Table]:
-    """The five tables in reading order; the significance table compares `reference` with the rest."""
+    """The five tables in reading order, with a Pareto sweep's front and hypervolume after the
+    efficiency table; the significance table compares `reference` with the rest."""
+    front = [table for table in (pareto_table(exp), hypervolume_table(exp)) if table is not None]
     return [
         noise_table(exp),
         time_step_table(exp),
         efficiency_table(exp),
+        *front,
         search_table(exp),
         significance_table(exp, reference),
     ]

@@ -26,6 +26,13 @@ def test_default_space_loads_and_resolves() -> None:
     assert space.search.final_repeats >= 5  # the report's confidence intervals rest on five seeds
 
 
+def test_the_default_space_searches_the_missions_dims_as_an_accuracy_energy_front() -> None:
+    space = load_space(REPO / "search_spaces" / "kd.yaml")
+    assert {"student.depth", "snn.time_steps", "kd.alpha", "kd.temperature", "train.lr"} <= set(space.space)
+    assert space.search.objectives == {"val_accuracy": "max", "energy_uj": "min"}
+    assert space.search.num_samples >= 8
+
+
 @pytest.mark.parametrize(
     ("written", "expected"),
     [

@@ -7,7 +7,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from reports.stats import compare
+from reports.stats import compare, mean_interval
 
 
 def test_same_seeds_give_a_paired_t_interval() -> None:
@@ -42,3 +42,16 @@ def test_one_seed_leaves_the_interval_undefined() -> None:
 def test_identical_differences_give_a_point_interval() -> None:
     result = compare({1: 0.9, 2: 0.8}, {1: 0.85, 2: 0.75})
     assert result.low == pytest.approx(0.05) and result.high == pytest.approx(0.05) and result.p_value is None
+
+
+def test_the_mean_of_one_sample_has_a_t_interval() -> None:
+    values = [0.012, 0.015, 0.011]
+    result = mean_interval(values)
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(values) / 3**0.5
+    assert result.test == "t (n=3)" and result.mean == pytest.approx(statistics.fmean(values))
+    assert (result.low, result.high) == pytest.approx(
+        (statistics.fmean(values) - half, statistics.fmean(values) + half)
+    )
+    single = mean_interval([0.02])
+    assert (single.mean, single.low, single.high, single.test) == (0.02, None, None, "n=1, no interval")
+    assert mean_interval([0.5, 0.5]).low == pytest.approx(0.5)

@@ -253,7 +253,8 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, run_harnes
 
 
 @pytest.mark.parametrize(
-    "name", ["kd.yaml", "smoke.yaml", "cifar10-paper.yaml", "events-cpu.yaml", "cifar10-dvs-paper.yaml"]
+    "name",
+    ["kd.yaml", "smoke.yaml", "smoke-pareto.yaml", "cifar10-paper.yaml", "events-cpu.yaml", "cifar10-dvs-paper.yaml"],
 )
 def test_every_shipped_space_validates(name: str, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "cifar-10-batches-py"  # the files the CIFAR-10 preset needs, present but empty
