@@ -8,7 +8,10 @@ Variants (`conversion.variant`):
 - `max` / `percentile`: threshold balancing of a plain ReLU ANN, each threshold the maximum or
   the `conversion.percentile`-th percentile of that layer's activations on training data.
 Either way BatchNorm is folded into the preceding layer, each activation becomes an IF neuron
-with soft reset and initial membrane at half its threshold, and pooling is average pooling.
+with soft reset and initial membrane at half its threshold, and pooling is average pooling. By
+default (`conversion.neuron: signed`) the neuron also fires negative spikes to take back early
+ones (`SignedIF`), which keeps the converted network within a point of its ANN at T = 4 where
+plain IF neurons (`if`) collapse on some seeds.
 `val_accuracy`, `test_accuracy` and noise are measured on the converted SNN at
 `eval.reference_time_steps`; `ann_test_accuracy` is the ANN before conversion.
 """
@@ -44,6 +47,10 @@ class ConversionConfig(Section):
     # 2-4 points lower on digits (measured by tests/baselines/test_conversion_core.py's author).
     threshold_init: Annotated[float, Field(gt=0)] = 2.0
     percentile: Annotated[float, Field(gt=0, le=100)] = 99.9
+    # signed: IF neurons that also fire negative spikes to take back early ones (SignedIF), which
+    # holds a converted network at low T where plain IF neurons over-fire layer after layer
+    # (BENCHMARKS.md, "Conversion at low T"); if: plain IF neurons.
+    neuron: Literal["signed", "if"] = "signed"
 
 
 def _activation(config: TrialConfig) -> ActivationFactory:
@@ -101,7 +108,7 @@ class ConversionMethod(StudentMethod):
 
     def network(self) -> SpikingNetwork:
         if self._snn is None:
-            snn = convert(self.ann.eval(), self._thresholds())
+            snn = convert(self.ann.eval(), self._thresholds(), signed=self.ctx.config.options.neuron == "signed")
             snn.encoder = self.ctx.encoder().to(self.ctx.device)
             self._snn = snn
         return self._snn

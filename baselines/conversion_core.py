@@ -138,6 +138,35 @@ class ConvertedIF(neuron.HalfThresholdIFNode):
         return (super().forward(x_seq.float()) * self.v_threshold).to(x_seq.dtype)
 
 
+class SignedIF(ConvertedIF):
+    """A `ConvertedIF` that also fires negative spikes, to take back spikes it fired too early
+    (the signed neuron with memory of Wang et al., IJCAI 2022).
+
+    An IF neuron whose input changes sign over time fires on the early positive part and cannot
+    undo it when the negative part comes: its count exceeds the ANN's `relu` of the summed input
+    (the unevenness error of Bu et al.). Layer after layer the excess grows; on mnist-5k a
+    converted VGG-7 at T = 4 fell to 0.79 against its ANN's 0.967 (BENCHMARKS.md). This neuron
+    keeps, after every step t, the count of spikes it has emitted equal to `clamp(round(sum of
+    its inputs / theta), 0, t)`: the membrane integrates and fires +theta at `v >= theta` (soft
+    reset) as `ConvertedIF` does, and fires -theta (adding theta back) when `v < 0` while its
+    count is above 0. With inputs of one sign it spikes exactly as `ConvertedIF` does.
+    """
+
+    def multi_step_forward(self, x_seq: Tensor) -> Tensor:  # type: ignore[override]
+        theta = float(self.v_threshold)
+        v = torch.full_like(x_seq[0], theta / 2)
+        count = torch.zeros_like(x_seq[0])
+        spikes = []
+        for x in x_seq:
+            v = v + x
+            spike = (v >= theta).to(x.dtype) - ((v < 0) & (count > 0)).to(x.dtype)
+            v = v - spike * theta
+            count = count + spike
+            spikes.append(spike)
+        self.v = v  # the state at the last step (reset to theta / 2 by `functional.reset_net`)
+        return torch.stack(spikes)
+
+
 def _fold_pairs(seq: nn.Sequential) -> None:
     """Fuses each (Conv2d, BatchNorm2d) / (Linear, BatchNorm1d) neighbour pair of `seq` in place."""
     for i in range(len(seq) - 1):
@@ -275,11 +304,13 @@ def activation_thresholds(
     return {name: reduce(torch.stack(values)).item() for name, values in stats.items()}
 
 
-def convert(model: SpikingNetwork, thresholds: dict[str, float] | None = None) -> SpikingNetwork:
+def convert(
+    model: SpikingNetwork, thresholds: dict[str, float] | None = None, signed: bool = False
+) -> SpikingNetwork:
     """The spiking network of a trained ANN: a deep copy with BN folded and IF neurons.
 
-    Each `QCFS` becomes a `ConvertedIF` with its learned lambda; each `nn.ReLU` one with
-    `thresholds[path]` (from `activation_thresholds`). The result runs like any network of
+    Each `QCFS` becomes a `ConvertedIF` (a `SignedIF` with `signed`) with its learned lambda;
+    each `nn.ReLU` one with `thresholds[path]` (from `activation_thresholds`). The result runs like any network of
     `harness.models`: `snn(x, T)` gives per-step logits `[T, B, K]`; reset it between batches.
     It is returned in eval mode; a threshold below 1e-6 (a ReLU silent on the calibration data)
     is raised to 1e-6.
@@ -302,5 +333,5 @@ def convert(model: SpikingNetwork, thresholds: dict[str, float] | None = None) -
             theta = thresholds[name]
         else:
             continue
-        snn.set_submodule(name, ConvertedIF(max(theta, _MIN_THRESHOLD)))
+        snn.set_submodule(name, (SignedIF if signed else ConvertedIF)(max(theta, _MIN_THRESHOLD)))
     return snn.eval()

@@ -1,6 +1,6 @@
 """Firing rates, synaptic operations and energy, counted per time step with forward hooks.
 
-A convolution or linear layer whose input is spikes (every non-zero entry the same value: 1,
+A convolution or linear layer whose input is spikes (every non-zero entry of one magnitude: 1,
 or the threshold a converted IF neuron emits) costs accumulates (ACs): one per non-zero
 input and outgoing synapse. Any other input (the image, pooled rates) costs
 multiply-accumulates (MACs) for every weight use. BatchNorm is folded into the preceding
@@ -107,11 +107,12 @@ def _per_step(ops: Tensor, rows: int, batch: int, time_steps: int) -> Tensor:
 
 
 def _is_spikes(x: Tensor) -> bool:
-    """Spikes: every non-zero entry has the same positive value (1, or a converted neuron's threshold)."""
+    """Spikes: every non-zero entry has the same magnitude (1, or a converted neuron's threshold),
+    positive or, for a signed neuron's spikes, negative: each is an event that adds or subtracts
+    the weights it reaches, an AC."""
     low, high = torch.aminmax(x)
-    if low < 0:
-        return False
-    return bool(((x == 0) | (x == high)).all())
+    peak = torch.maximum(high, -low)
+    return bool(((x == 0) | (x.abs() == peak)).all())
 
 
 @lru_cache(maxsize=256)

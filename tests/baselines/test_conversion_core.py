@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from baselines.conversion_core import (
     QCFS,
     ConvertedIF,
+    SignedIF,
     activation_thresholds,
     check_convertible,
     convert,
@@ -333,3 +334,44 @@ def test_check_convertible_accepts_relu_and_qcfs_and_convert_needs_relu_threshol
     check_convertible(_model("vgg", qcfs_factory(4)))
     with pytest.raises(HarnessInputError, match="'stem_act'"):
         convert(_model("vgg"), None)
+
+
+# --- signed IF neurons (conversion.neuron: signed) ----------------------------------------------
+
+
+def _uneven_network() -> nn.Sequential:
+    """A network whose hidden neurons fire out of phase: A (input 0.5) fires at t = 1 and 3, B
+    (input 0.25) at t = 2; the output takes relu(A - 2 B) = 0. A plain IF output neuron fires on
+    A's first spike and cannot take it back when B's comes: it over-fires."""
+    first, second = nn.Linear(1, 2), nn.Linear(2, 1)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[0.5], [0.25]]))
+        first.bias.zero_()
+        second.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        second.bias.zero_()
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU())
+
+
+def test_a_conversion_that_over_fired_holds_with_signed_neurons() -> None:
+    ann = _uneven_network()
+    thresholds = {"1": 1.0, "3": 1.0}
+    x = torch.ones(4, 1, 1)  # T = 4 steps of the constant input 1, batch 1
+    assert ann(x[:1]).item() == 0.0  # the ANN's output
+    plain = convert(ann, thresholds)(x)
+    signed = convert(ann, thresholds, signed=True)(x)
+    assert plain.sum().item() == 1.0  # one spike of theta = 1 where the ANN gives 0
+    assert signed.flatten().tolist() == [1.0, -1.0, 0.0, 0.0]  # fired, taken back at t = 2
+    assert signed.sum().item() == 0.0
+
+
+def test_a_signed_neuron_keeps_its_count_at_the_rounded_input_and_spikes_as_if_for_positive_input() -> None:
+    torch.manual_seed(0)
+    theta = 1.5
+    x = (torch.rand(16, 64, 5) * 2 - 1) * 0.9 * theta  # both signs, under theta a step
+    spikes = SignedIF(theta)(x)  # values -theta, 0, theta
+    counts = spikes.cumsum(0) / theta
+    expected = torch.clamp(torch.floor((x.cumsum(0) + theta / 2) / theta), min=0)
+    assert set(spikes.unique().tolist()) == {-theta, 0.0, theta}
+    assert torch.equal(counts, expected)  # the count is the rounded summed input, never below 0
+    positive = x.abs()
+    assert torch.equal(SignedIF(theta)(positive), ConvertedIF(theta)(positive))
