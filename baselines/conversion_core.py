@@ -304,9 +304,7 @@ def activation_thresholds(
     return {name: reduce(torch.stack(values)).item() for name, values in stats.items()}
 
 
-def convert(
-    model: SpikingNetwork, thresholds: dict[str, float] | None = None, signed: bool = False
-) -> SpikingNetwork:
+def convert(model: SpikingNetwork, thresholds: dict[str, float] | None = None, signed: bool = False) -> SpikingNetwork:
     """The spiking network of a trained ANN: a deep copy with BN folded and IF neurons.
 
     Each `QCFS` becomes a `ConvertedIF` (a `SignedIF` with `signed`) with its learned lambda;
