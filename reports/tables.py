@@ -272,13 +272,19 @@ def search_table(exp: ExperimentRuns) -> Table:
             f"{run_seconds(finals):.0f}",
         )
         rows.append((method, cells))
+    chosen = (
+        "the searched values of the reference configuration (the front point whose T is closest to the "
+        "reference T, the most accurate among those: the configuration the final stage retrained on every seed)"
+        if exp.objectives
+        else "the searched values of the best trial (highest final validation accuracy among the trials that ran "
+        "every epoch, the configuration the final stage retrained)"
+    )
     return Table(
         key="search_summary",
         title="Hyper-parameter search per method",
         description=(
             "The search of each method: trial runs (pruned: stopped early by ASHA; failed: ended with an error), "
-            "the searched values of the best trial (highest final validation accuracy among the trials that ran "
-            "every epoch, the configuration the final stage retrained) and its validation accuracy, and compute "
+            f"{chosen} and its validation accuracy, and compute "
             "time in seconds (the sum of each run's `train_seconds`, or its wall time where that was not logged) "
             f"for the search and for the final runs. Dataset `{exp.settings.dataset}`."
         ),

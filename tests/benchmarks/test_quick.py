@@ -110,6 +110,7 @@ def test_list_schedule_makespan() -> None:
         "event_binning",
         "recipe_check",
         "precision",
+        "conversion_fidelity",
         "run",
     ],
 )
