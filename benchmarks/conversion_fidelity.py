@@ -31,7 +31,7 @@ from harness.training import accuracy
 STEPS = (1, 2, 4, 8)
 
 
-def trained_ann(split: int, seed: int, depth: int, lr: float, epochs: int):
+def trained_ann(split: int, seed: int, depth: int, lr: float, epochs: int, levels: int = 8):
     config = trial_config(
         {
             "method": "conversion",
@@ -43,7 +43,7 @@ def trained_ann(split: int, seed: int, depth: int, lr: float, epochs: int):
             "student.width": 12,
             "train.epochs": epochs,
             "train.lr": lr,
-            "conversion.levels": 8,
+            "conversion.levels": levels,
         }
     )
     torch.manual_seed(seed)
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--levels", type=int, default=8, help="QCFS levels L")
     parser.add_argument("--layers", action="store_true", help="per-layer means of the first run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     runs, rows = [], []
     for split in splits:
         for seed in seeds:
-            method, data = trained_ann(split, seed, args.depth, args.lr, args.epochs)
+            method, data = trained_ann(split, seed, args.depth, args.lr, args.epochs, args.levels)
             ann = method.ann.eval()
             x, y = data.test_x, data.test_y
             run = {"split": split, "seed": seed, "ann": accuracy(ann, x, y, time_steps=1, batch_size=1000)}
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     summary += (
         f"\n\nlargest gap to the ANN at T = 4: IF {100 * worst['if']:.1f} points, signed {100 * worst['signed']:.1f}"
     )
-    result = {"depth": args.depth, "lr": args.lr, "epochs": args.epochs, "runs": runs, "worst_gap_t4": worst}
+    result = {"depth": args.depth, "lr": args.lr, "epochs": args.epochs, "levels": args.levels, "runs": runs, "worst_gap_t4": worst}
     publish("conversion_fidelity", result, summary, quick=args.quick, out=args.out)
 
 

@@ -118,4 +118,7 @@ def test_a_driver_killed_in_the_final_stage_resumes_to_the_same_front(
     resumed = _record(mlflow_runs(str(tmp_path / "mlflow.db"), NAME))
     assert resumed == _record(mlflow_runs(options.tracking_uri, options.experiment))
     assert all(status == "FINISHED" for status, _ in resumed.values())
-    assert (tmp_path / "runs" / NAME / "report" / "report.md").exists()  # `harness sweep` reports at the end
+    report = tmp_path / "runs" / NAME / "report"  # `harness sweep` reports at the end: the front, per method
+    assert (report / "figures" / "pareto_front.png").exists()
+    pareto = (report / "tables" / "pareto.csv").read_text()
+    assert all(f"{method}: reference" in pareto for method in ("direct", "conversion"))
