@@ -121,7 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     summary += (
         f"\n\nlargest gap to the ANN at T = 4: IF {100 * worst['if']:.1f} points, signed {100 * worst['signed']:.1f}"
     )
-    result = {"depth": args.depth, "lr": args.lr, "epochs": args.epochs, "levels": args.levels, "runs": runs, "worst_gap_t4": worst}
+    result = {
+        "depth": args.depth,
+        "lr": args.lr,
+        "epochs": args.epochs,
+        "levels": args.levels,
+        "runs": runs,
+        "worst_gap_t4": worst,
+    }
     publish("conversion_fidelity", result, summary, quick=args.quick, out=args.out)
 
 
