@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from spikingjelly.activation_based import neuron
+from spikingjelly.activation_based import functional, neuron
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
@@ -97,6 +97,11 @@ class QCFS(nn.Module):
             the activation range during training. Smaller values (2-4) train faster on short runs.
     """
 
+    shift: float = 0.5
+    """The shift phi inside the floor: 1/2 makes the expected conversion error zero with the IF
+    membrane starting at theta / 2 (Bu et al.'s Theorem 2); 0 is a plain quantised clip (the
+    conversion diagnosis in BENCHMARKS.md trains with it to measure what the shift buys)."""
+
     def __init__(self, levels: int, init: float = 8.0) -> None:
         super().__init__()
         if levels < 1 or init <= 0:
@@ -106,7 +111,7 @@ class QCFS(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Applies h(x) elementwise."""
-        steps = _FloorSTE.apply(x * self.levels / self.threshold + 0.5) / self.levels
+        steps = _FloorSTE.apply(x * self.levels / self.threshold + self.shift) / self.levels
         return torch.clamp(steps, 0.0, 1.0) * self.threshold
 
     def extra_repr(self) -> str:
@@ -129,13 +134,20 @@ class ConvertedIF(neuron.HalfThresholdIFNode):
         threshold: Firing threshold theta > 0 (QCFS lambda or a balanced ReLU threshold).
     """
 
+    charge: Tensor | None
+    """A per-channel charge added to the membrane before the first step (`calibrate_membranes`), or None."""
+
     def __init__(self, threshold: float) -> None:
         super().__init__(v_threshold=float(threshold), step_mode="m")
+        self.charge = None
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        """Integrates `x_seq` over its first dimension (in fp32, whatever autocast made of the
-        input); returns `spike * theta` in the input's dtype."""
-        return (super().forward(x_seq.float()) * self.v_threshold).to(x_seq.dtype)
+        """Integrates `x_seq` over its first dimension, with `charge` added at the first step (in
+        fp32, whatever autocast made of the input); returns `spike * theta` in the input's dtype."""
+        x = x_seq.float()
+        if self.charge is not None:  # at the first step: the same as a membrane starting higher or lower
+            x = torch.cat([x[:1] + self.charge, x[1:]])
+        return (super().forward(x) * self.v_threshold).to(x_seq.dtype)
 
 
 class SignedIF(ConvertedIF):
@@ -333,3 +345,89 @@ def convert(model: SpikingNetwork, thresholds: dict[str, float] | None = None, s
             continue
         snn.set_submodule(name, (SignedIF if signed else ConvertedIF)(max(theta, _MIN_THRESHOLD)))
     return snn.eval()
+
+
+def _converted_names(model: nn.Module) -> list[str]:
+    """The paths of the activations `convert` turns into neurons, in forward order."""
+    return [name for name, module in model.named_modules() if isinstance(module, (QCFS, nn.ReLU))]
+
+
+class _Reached(Exception):
+    """Raised by a hook to end a forward pass at the layer it measures (nothing after it is needed)."""
+
+
+@torch.no_grad()
+def _channel_means(
+    network: nn.Module, names: list[str], images: Tensor, time_steps: int, batch_size: int, stop: bool = False
+) -> dict[str, Tensor]:
+    """Per module of `names`, its output's mean over steps, samples and positions per channel
+    (dimension 2 of `[T, B, C, ...]`), shaped `[C, 1, ...]` to broadcast over `[T, B, C, ...]`.
+    With `stop`, each forward pass ends at the (single) module of `names`."""
+    sums: dict[str, Tensor] = {}
+    handles = []
+    for name in names:
+
+        def record(_module: nn.Module, _inputs: tuple[Tensor, ...], out: Tensor, name: str = name) -> None:
+            mean = out.float().mean(dim=(0, 1))  # [C, ...]
+            if mean.dim() > 1:
+                mean = mean.mean(dim=tuple(range(1, mean.dim())), keepdim=True)  # [C, 1, ...]: broadcasts
+            total = mean * out.shape[1]
+            sums[name] = sums[name] + total if name in sums else total
+            if stop:
+                raise _Reached
+
+        handles.append(network.get_submodule(name).register_forward_hook(record))
+    try:
+        for batch in images.split(batch_size):
+            try:
+                network(batch, time_steps)
+            except _Reached:
+                pass
+            functional.reset_net(network)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: total / len(images) for name, total in sums.items()}
+
+
+def calibration_subset(train_x: Tensor, count: int) -> Tensor:
+    """The `count` training images a conversion is calibrated on: the same ones for every
+    conversion of a trial (a fixed seed), whatever the trial's seed."""
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:count]
+    return train_x[order.to(train_x.device)]
+
+
+@torch.no_grad()
+def calibrate_membranes(
+    snn: SpikingNetwork, ann: SpikingNetwork, images: Tensor, time_steps: int, batch_size: int = 256
+) -> None:
+    """Potential calibration of a converted network, in place: each neuron's initial membrane is
+    corrected per channel so that its spike count over `time_steps` steps matches its ANN's
+    activation on average (the potential correction of Li et al., ICML 2021).
+
+    At low T a converted layer's spike counts differ from its ANN's activations by a systematic
+    amount per channel: inputs that change over time round differently in an IF neuron than in
+    the ANN's quantiser, and the difference accumulates layer after layer (the last layer of a
+    collapsed VGG-5 fired 0.87 where its ANN's mean was 0.62, and the network fell to 0.381
+    against its ANN's 0.958). Layer by layer, in forward order, measured after the earlier layers'
+    calibration: the ANN's mean activation minus the SNN's mean output (rate x threshold) per
+    channel on `images`, times `time_steps`, is the charge the neuron emitted too much or too
+    little; it is added to the membrane before the first step (`ConvertedIF.charge`). A count
+    error of a fixed number of spikes is what the unevenness of the inputs leaves, so the
+    correction's effect on the rate fades as 1/T at larger T, as the error does: it does not
+    bias the long-T end of the curve (a per-step input offset did, measured: BENCHMARKS.md).
+
+    Args:
+        snn: `convert(ann)`, its encoder set.
+        ann: The ANN it was converted from (the target).
+        images: Training images `[N, C, H, W]` in [0, 1] (never test data).
+        time_steps: The T the calibration is for (the reference T a trial reads).
+        batch_size: Images per forward pass.
+    """
+    names = _converted_names(ann)
+    targets = _channel_means(ann.eval(), names, images, 1, batch_size)
+    for name in names:
+        spiking: ConvertedIF = snn.get_submodule(name)
+        got = _channel_means(snn, [name], images, time_steps, batch_size, stop=True)[name]
+        previous = spiking.charge if spiking.charge is not None else 0.0
+        spiking.charge = previous + (targets[name] - got) * time_steps

@@ -134,12 +134,16 @@ class ReportRow:
         clean_metric: Its clean test accuracy (`ann_test_accuracy`).
         noise_prefix: Its accuracy under noise is `<noise_prefix><type>/<level>` (`ann_noise/`).
         note: One sentence the report prints under the table about what the row is.
+        collapse_points: A final run whose own clean test accuracy falls more than this many points
+            (percentage points, i.e. 100 x fraction) below this row's `clean_metric` of the same run
+            is a collapse, which the report marks (`reports.tables.collapses`); None: no check.
     """
 
     label: str
     clean_metric: str
     noise_prefix: str
     note: str = ""
+    collapse_points: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,8 @@ class Capabilities:
 
     @classmethod
     def from_tag(cls, text: str | None) -> Capabilities:
-        """Parses `to_tag`'s text; a run without the tag (an older store) gets the defaults."""
+        """Parses `to_tag`'s text; a run without the tag (an older store) gets the defaults, and so
+        does a field an older tag lacks (a report row without `collapse_points`)."""
         if not text:
             return cls()
         raw: dict[str, Any] = json.loads(text)

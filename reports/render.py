@@ -155,6 +155,7 @@ _LATEX_SPECIAL = {
     "–": "--",
     "µ": r"$\mu$",
     "≥": r"$\geq$",
+    "†": r"\textdagger{}",
     "≤": r"$\leq$",
     "×": r"$\times$",
 }

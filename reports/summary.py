@@ -5,7 +5,10 @@ Rules (also printed in the report): accuracy is the clean test accuracy at the r
 mean over the final-stage seeds; robustness is the mean, over every noise column, of a method's
 mean accuracy under that noise; a difference is significant when its 95% confidence interval
 (`reports.stats.compare`) excludes 0. Only the spiking methods are ranked; the ANN teacher is
-named beside them.
+named beside them. Where a final run collapsed (`reports.tables.collapses`: its network more than
+a declared row's `collapse_points` below that row on the same run, conversion's SNN against its
+own ANN), a line after the accuracy line names the method, each such seed and both accuracies,
+and says that its means and comparisons include that seed; no line where none did.
 
 A Pareto sweep (`search.objectives`) opens the summary with two more lines (`reports.front`):
 which method dominates which range of the accuracy × energy front, and the methods ranked by
@@ -19,7 +22,17 @@ import math
 from harness import contract
 from reports import front as pareto
 from reports.loading import ExperimentRuns
-from reports.tables import TEACHER, Comparison, comparisons, metric_stat, noise_metrics, teacher_runs
+from reports.tables import (
+    TEACHER,
+    Comparison,
+    collapse_groups,
+    collapses,
+    comparisons,
+    metric_stat,
+    noise_metrics,
+    teacher_runs,
+    words,
+)
 
 
 def _points(value: float) -> str:
@@ -44,6 +57,25 @@ def accuracy_line(exp: ExperimentRuns) -> str:
     teacher = metric_stat(teacher_runs(exp), contract.TEACHER_TEST_ACCURACY)
     beside = f" The {TEACHER} reaches {teacher.mean:.4f}." if teacher is not None else ""
     return f"Most accurate at T = {ref_t} (clean test accuracy, mean over {seeds} seeds): {_ranking(scores)}.{beside}"
+
+
+def collapse_line(exp: ExperimentRuns) -> str | None:
+    """After line 1: the final runs whose network collapsed below a declared row of the same run, in
+    words, one sentence per method and row; None when no run collapsed."""
+    groups = collapse_groups(collapses(exp))
+    if not groups:
+        return None
+    ref_t = exp.settings.reference_time_steps
+    sentences = []
+    for (method, label, threshold), group in groups.items():
+        seeds = words([f"{c.seed} ({c.accuracy:.3f} against {c.reference_accuracy:.3f})" for c in group])
+        one = len(group) == 1
+        sentences.append(
+            f"{method}'s network fell more than {threshold:g} points below its own {label} at T = {ref_t} on "
+            f"{'seed' if one else 'seeds'} {seeds}; its means and the comparisons with it include "
+            f"{'that seed' if one else 'those seeds'}."
+        )
+    return "Collapse: " + " ".join(sentences)
 
 
 def robustness_line(exp: ExperimentRuns) -> str:
@@ -109,5 +141,13 @@ def front_lines(exp: ExperimentRuns) -> list[str]:
 
 
 def summary_lines(exp: ExperimentRuns, reference: str | None = None) -> list[str]:
-    """The lines of the summary: a Pareto sweep's front lines first, then the three lines."""
-    return [*front_lines(exp), accuracy_line(exp), robustness_line(exp), significance_line(exp, reference)]
+    """The lines of the summary: a Pareto sweep's front lines first, then the three lines, with the
+    collapse line after the accuracy line where a run collapsed."""
+    collapsed = [line] if (line := collapse_line(exp)) is not None else []
+    return [
+        *front_lines(exp),
+        accuracy_line(exp),
+        *collapsed,
+        robustness_line(exp),
+        significance_line(exp, reference),
+    ]

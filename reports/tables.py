@@ -3,6 +3,11 @@
 Cells are mean ± std over the final runs' seeds; which runs feed a cell is said in each
 table's description (reference T, one run per seed). A Pareto sweep (`search.objectives`) adds
 the table of its retrained front configurations and their hypervolume (`reports.front`).
+
+A final run whose network fell more than a declared report row's `collapse_points` below that
+row on the same run (conversion's SNN against its own ANN) is a collapse (`collapses`): the noise
+and significance tables mark the method's rows (`conversion †`) and name each such seed in a
+note; its cells still include it, never silently.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from reports.stats import Difference, compare
 TEACHER = "teacher (ANN)"
 NOT_LOGGED = "not logged"
 SEED = param_column("seed")
+COLLAPSE_MARK = "†"  # after the label of a method with a collapsed final run
 
 
 def metric_stat(frame: pd.DataFrame, metric: str) -> Stat | None:
@@ -79,6 +85,103 @@ def teacher_runs(exp: ExperimentRuns) -> pd.DataFrame:
     return runs[teacher.notna() & ~teacher.duplicated()]
 
 
+@dataclass(frozen=True)
+class Collapse:
+    """A final run at the reference T whose network fell more than a declared report row's
+    `collapse_points` below that row's clean accuracy on the same run (`ReportRow.collapse_points`).
+
+    Attributes:
+        method: The method.
+        seed: The run's seed.
+        accuracy: The run's own clean test accuracy (`test_accuracy`, a fraction).
+        reference_accuracy: The row's clean accuracy on the same run (its `clean_metric`).
+        label: The row's label (`ANN`).
+        gap: `reference_accuracy - accuracy` in points (100 x fraction).
+        threshold: The row's `collapse_points`.
+    """
+
+    method: str
+    seed: int
+    accuracy: float
+    reference_accuracy: float
+    label: str
+    gap: float
+    threshold: float
+
+
+def collapses(exp: ExperimentRuns) -> list[Collapse]:
+    """Every collapse among the final runs at the reference T, by method, report row and seed.
+
+    For each method's report rows that set `collapse_points`, a run is a collapse where its
+    `test_accuracy` is more than that many points below the row's `clean_metric` of the same run;
+    runs lacking either value are skipped, and so are rows of older stores without the field.
+    """
+    reference = exp.settings.reference_time_steps
+    own = metric_column(contract.TEST_ACCURACY)
+    found = []
+    for method in exp.methods:
+        runs = exp.finals_at(method, reference)
+        for row in exp.capabilities(method).report_rows:
+            other = metric_column(row.clean_metric)
+            if row.collapse_points is None or runs.empty or not {SEED, own, other} <= set(runs.columns):
+                continue
+            values = runs[[SEED, own, other]].dropna()
+            for seed, accuracy, row_accuracy in sorted(values.itertuples(index=False), key=lambda v: int(v[0])):
+                gap = round(100 * (float(row_accuracy) - float(accuracy)), 9)  # no float noise at the threshold
+                if gap > row.collapse_points:
+                    found.append(
+                        Collapse(
+                            method, int(seed), float(accuracy), float(row_accuracy), row.label, gap, row.collapse_points
+                        )
+                    )
+    return found
+
+
+def collapse_groups(found: list[Collapse]) -> dict[tuple[str, str, float], list[Collapse]]:
+    """`found` by (method, row label, threshold), in their order: one note or sentence each."""
+    groups: dict[tuple[str, str, float], list[Collapse]] = {}
+    for collapse in found:
+        groups.setdefault((collapse.method, collapse.label, collapse.threshold), []).append(collapse)
+    return groups
+
+
+def marked(method: str, found: list[Collapse]) -> str:
+    """`conversion †` where `method` has a collapse in `found`, else the plain name."""
+    return f"{method} {COLLAPSE_MARK}" if any(c.method == method for c in found) else method
+
+
+def words(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _collapse_notes(exp: ExperimentRuns, found: list[Collapse], methods: list[str], included: str) -> list[str]:
+    """One note per collapsed method of `methods` and report row: each seed with both accuracies
+    and the gap; `included` ends it, saying what of the table includes them (its fields: `{method}`,
+    `{them}`: it or them, `{seeds}`: that seed or those seeds, `{n}`: the method's runs)."""
+    reference = exp.settings.reference_time_steps
+    notes = []
+    for (method, label, threshold), group in collapse_groups(found).items():
+        if method not in methods:
+            continue
+        seeds = words(
+            [
+                f"seed {c.seed}'s network is {c.gap:.1f} points below its own {label} at T = {reference} "
+                f"({c.accuracy:.3f} against {c.reference_accuracy:.3f})"
+                for c in group
+            ]
+        )
+        runs = exp.finals_at(method, reference)
+        n = stat.n if (stat := metric_stat(runs, contract.TEST_ACCURACY)) is not None else len(runs)
+        one = len(group) == 1
+        them, seeds_word = ("it", "that seed") if one else ("them", "those seeds")
+        notes.append(
+            f"`{marked(method, found)}`: {seeds}, more than the {threshold:g}-point collapse threshold; "
+            f"{included.format(method=method, them=them, seeds=seeds_word, n=n)}."
+        )
+    return notes
+
+
 def _scope(exp: ExperimentRuns) -> str:
     settings = exp.settings
     seeds = exp.seeds()
@@ -89,11 +192,13 @@ def _scope(exp: ExperimentRuns) -> str:
 
 
 def noise_table(exp: ExperimentRuns) -> Table:
-    """Accuracy versus noise: the teacher and each method at the reference T, clean and every noise column."""
+    """Accuracy versus noise: the teacher and each method at the reference T, clean and every noise
+    column; a method with a collapse (`collapses`) is marked `method †`, with a note naming each seed."""
     reference = exp.settings.reference_time_steps
     noise = noise_metrics(exp)
     metrics = [contract.TEST_ACCURACY, *noise]
     teacher = teacher_runs(exp)
+    found = collapses(exp)
     teacher_noise = [metric_stat(teacher, renamed(m, contract.TEACHER_NOISE)) for m in noise]
     rows: list[tuple[str, tuple[Cell, ...]]] = []
     notes = []
@@ -107,7 +212,7 @@ def noise_table(exp: ExperimentRuns) -> Table:
         runs = exp.finals_at(method, reference)
         if runs.empty:
             continue
-        rows.append((method, tuple(metric_stat(runs, m) for m in metrics)))
+        rows.append((marked(method, found), tuple(metric_stat(runs, m) for m in metrics)))
         for extra in exp.capabilities(method).report_rows:  # what the method declared (conversion's ANN)
             cells = (
                 metric_stat(runs, extra.clean_metric),
@@ -117,6 +222,7 @@ def noise_table(exp: ExperimentRuns) -> Table:
                 rows.append((f"{method} ({extra.label})", cells))
                 if extra.note:
                     notes.append(f"`{method} ({extra.label})`: {extra.note}.")
+    notes += _collapse_notes(exp, found, exp.methods, "the row's mean and std include {them} (n = {n})")
     return Table(
         key="accuracy_vs_noise",
         title=f"Test accuracy under input noise at T = {reference}",
@@ -335,11 +441,17 @@ def comparisons(exp: ExperimentRuns, reference: str | None = None) -> list[Compa
 
 def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Table:
     """`reference` (default: the sweep's first method, KD in the shipped spaces) minus each other
-    method at the reference T, for clean accuracy and every noise column, with a verdict in words."""
+    method at the reference T, for clean accuracy and every noise column, with a verdict in words;
+    a comparison with a method that has a collapse (`collapses`) is marked `kd vs conversion †`,
+    with a note naming each seed."""
     reference = reference or exp.methods[0]
     ref_t = exp.settings.reference_time_steps
-    rows = [(f"{c.reference} vs {c.baseline}", _significance_cells(c)) for c in comparisons(exp, reference)]
+    found = collapses(exp)
+    compared = comparisons(exp, reference)
+    rows = [(f"{marked(c.reference, found)} vs {marked(c.baseline, found)}", _significance_cells(c)) for c in compared]
     notes = [] if rows else [f"Nothing to compare: {reference} or every baseline lacks final runs at T = {ref_t}."]
+    involved = list(dict.fromkeys(m for c in compared for m in (c.reference, c.baseline)))
+    notes += _collapse_notes(exp, found, involved, "every comparison with {method} includes {seeds} (n = {n} seeds)")
     return Table(
         key="significance",
         title=f"{reference} against each baseline at T = {ref_t}",

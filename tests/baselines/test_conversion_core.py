@@ -23,6 +23,8 @@ from baselines.conversion_core import (
     ConvertedIF,
     SignedIF,
     activation_thresholds,
+    calibrate_membranes,
+    calibration_subset,
     check_convertible,
     convert,
     fold_batchnorm,
@@ -375,3 +377,71 @@ def test_a_signed_neuron_keeps_its_count_at_the_rounded_input_and_spikes_as_if_f
     assert torch.equal(counts, expected)  # the count is the rounded summed input, never below 0
     positive = x.abs()
     assert torch.equal(SignedIF(theta)(positive), ConvertedIF(theta)(positive))
+
+
+# --- membrane calibration (conversion.calibration_images) ---------------------------------------
+
+
+class _Steps(nn.Module):
+    """`_uneven_network` as a network of the harness's signature: `(x, T)` -> `[T, B, ...]`, the
+    input repeated at every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _uneven_network()
+
+    def forward(self, x: Tensor, time_steps: int = 1) -> Tensor:
+        return self.body(x.unsqueeze(0).expand(time_steps, *x.shape))
+
+
+def test_a_conversion_that_over_fired_holds_with_calibrated_membranes() -> None:
+    ann = _Steps()
+    thresholds = {"body.1": 1.0, "body.3": 1.0}
+    x = torch.ones(1, 1)
+    assert ann(x).item() == 0.0
+    snn = convert(ann, thresholds)
+    assert snn(x, 4).sum().item() == 1.0  # over-fired: one spike where the ANN gives 0
+    calibrate_membranes(snn, ann, x, 4)
+    assert snn.get_submodule("body.1").charge.flatten().tolist() == [0.0, 0.0]  # constant input: exact
+    assert snn.get_submodule("body.3").charge.flatten().tolist() == [-1.0]  # the one spike's charge
+    assert snn(x, 4).sum().item() == 0.0  # holds now
+    functional.reset_net(snn)
+    assert snn(x, 4).sum().item() == 0.0  # the charge is part of the network, not of its state
+
+
+def _last_layer_error(ann: nn.Module, snn: nn.Module, x: Tensor, time_steps: int) -> float:
+    """Mean over channels of |the ANN's mean activation - the SNN's mean output| of the last neuron layer."""
+    name = [n for n, m in ann.named_modules() if isinstance(m, QCFS)][-1]
+    means = {}
+
+    def keep(kind: str):
+        return lambda _m, _i, out: means.__setitem__(kind, out.mean((0, 1, 3, 4)))
+
+    hooks = [net.get_submodule(name).register_forward_hook(keep(kind)) for kind, net in (("ann", ann), ("snn", snn))]
+    with torch.no_grad():
+        ann(x, 1), snn(x, time_steps)
+    functional.reset_net(snn)
+    for hook in hooks:
+        hook.remove()
+    return (means["ann"] - means["snn"]).abs().mean().item()
+
+
+def test_calibration_matches_each_channel_at_its_t_and_fades_at_long_t(qcfs_anns, digits: DataSplits) -> None:
+    ann = qcfs_anns["vgg"]
+    x_calib = calibration_subset(_normalized(digits, digits.train_x), 256)
+    plain = convert(ann)
+    calibrated = convert(ann)
+    calibrate_membranes(calibrated, ann, x_calib, 2)
+    assert _last_layer_error(ann, calibrated, x_calib, 2) < 0.5 * _last_layer_error(ann, plain, x_calib, 2)
+    x_test = _normalized(digits, digits.test_x)
+    before = cumulative_accuracy(predict_steps(plain, x_test, time_steps=64, batch_size=512), digits.test_y)
+    after = cumulative_accuracy(predict_steps(calibrated, x_test, time_steps=64, batch_size=512), digits.test_y)
+    assert after[1] >= before[1] - 0.01  # no worse at the T it was calibrated for
+    assert abs(after[-1] - before[-1]) <= 0.01  # a charge of a few spikes is nothing at T = 64
+
+
+def test_the_calibration_images_are_the_same_for_every_call() -> None:
+    images = torch.arange(100.0).view(100, 1, 1, 1)
+    first = calibration_subset(images, 10)
+    assert torch.equal(first, calibration_subset(images, 10)) and len(first.unique()) == 10
+    assert not torch.equal(first.flatten(), torch.arange(10.0))  # a seeded draw, not the first images

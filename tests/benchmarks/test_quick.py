@@ -111,6 +111,8 @@ def test_list_schedule_makespan() -> None:
         "recipe_check",
         "precision",
         "conversion_fidelity",
+        "conversion_peer",
+        "conversion_diagnosis",
         "run",
     ],
 )
@@ -137,3 +139,23 @@ def test_the_batched_seed_model_is_its_seeds_side_by_side() -> None:
             state = {k: v if v.dim() == 0 else v.chunk(2, dim=0)[seed] for k, v in batched.state_dict().items()}
             single.load_state_dict(state)
             assert torch.allclose(single(images)[0], together[seed], atol=1e-5)
+
+
+def test_the_peer_check_gives_spikingjelly_the_harness_ann_layer_for_layer() -> None:
+    """conversion_peer.py converts a single-step copy of the harness's ANN with spikingjelly: the
+    copy must compute the same logits, or the peer table compares different networks."""
+    from conversion_peer import single_step
+
+    from harness.models import create_model, relu
+
+    torch.manual_seed(0)
+    ann = create_model("vgg", depth=5, width=4, in_channels=1, num_classes=10, image_shape=(28, 28),
+                       activation=relu, pool="avg").eval()  # fmt: skip
+    for module in ann.modules():  # BatchNorm statistics away from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(8, 1, 28, 28)
+    flat = single_step(ann)
+    with torch.no_grad():
+        torch.testing.assert_close(flat(ann.encoder.normalize(x)), ann(x, 1)[0])
+    assert sum(isinstance(m, torch.nn.ReLU) for m in flat) == sum(isinstance(m, torch.nn.ReLU) for m in ann.modules())

@@ -7,7 +7,7 @@ and paired intervals are defined), with one method stopped short of its final st
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -83,17 +83,29 @@ def _params(method: str, seed: int, steps: int, **extra: object) -> dict[str, st
     }
 
 
-def write_store(uri: str, experiment: str, with_conversion_finals: bool = False, reference_only: bool = False) -> None:
+def write_store(
+    uri: str,
+    experiment: str,
+    with_conversion_finals: bool = False,
+    reference_only: bool = False,
+    final_metrics: Mapping[str, Mapping[int, Mapping[str, float]]] | None = None,
+    capabilities_tags: Mapping[str, str] | None = None,
+) -> None:
     """A sweep-shaped experiment: KD and direct searched and retrained over SEEDS at every T (only at the
     reference T, from one fixed-seed teacher, when `reference_only`); conversion searched (one trial failed)
-    and, unless asked, without final runs."""
+    and, unless asked, without final runs. `final_metrics` (method -> seed -> metrics) adds to or replaces
+    the metrics of those final runs; `capabilities_tags` (method -> text) replaces a method's
+    `harness.capabilities` tag on every run (an older store's)."""
+    final_metrics = final_metrics or {}
+    capabilities_tags = capabilities_tags or {}
     sweep_tags = {Tag.ROLE: Role.SWEEP, Tag.TRIAL_ID: "sweep", Tag.METHODS: ",".join(METHODS)}
     parent = TrackedRun(uri, experiment, "sweep-synthetic", sweep_tags)
     searched = {"kd": "kd.alpha,student.width", "direct": "student.width", "conversion": "conversion.levels"}
     for method in METHODS:
         for number, value in enumerate((0.2, 0.5, 0.8)):
             tags = _tags(parent, method, Role.TRIAL, f"{method}/trial/{number}", seed=0) | {
-                Tag.SEARCHED: searched[method]
+                Tag.SEARCHED: searched[method],
+                **({Tag.CAPABILITIES: capabilities_tags[method]} if method in capabilities_tags else {}),
             }
             run = TrackedRun(uri, experiment, f"{method}-trial{number}", tags)
             run.log_params(_params(method, 0, REFERENCE_T, **{"kd.alpha": value, "student.width": 8 * (number + 1)}))
@@ -114,12 +126,12 @@ def write_store(uri: str, experiment: str, with_conversion_finals: bool = False,
         for seed in SEEDS:
             for steps in steps_list:
                 teacher_seed = 0 if reference_only else seed  # one fixed-seed teacher, or one per seed
-                run = TrackedRun(
-                    uri, experiment, f"{method}-final-s{seed}-T{steps}",
-                    _tags(parent, method, Role.FINAL, f"{method}/final/{seed}/{steps}", teacher_seed),
-                )  # fmt: skip
+                tags = _tags(parent, method, Role.FINAL, f"{method}/final/{seed}/{steps}", teacher_seed)
+                if method in capabilities_tags:
+                    tags[Tag.CAPABILITIES] = capabilities_tags[method]
+                run = TrackedRun(uri, experiment, f"{method}-final-s{seed}-T{steps}", tags)
                 run.log_params(_params(method, seed, steps, **{"kd.alpha": 0.8, "student.width": 24}))
-                run.log_metrics(_final_metrics(method, seed, steps))
+                run.log_metrics(_final_metrics(method, seed, steps) | dict(final_metrics.get(method, {}).get(seed, {})))
                 run.finish("FINISHED")
     parent.finish("FINISHED")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import statistics
 from pathlib import Path
@@ -10,9 +12,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from baselines.conversion import ConversionMethod
 from reports.build import build_report
+from reports.loading import load_experiment
+from reports.render import to_markdown
+from reports.summary import summary_lines
+from reports.tables import Collapse, collapses, noise_table, significance_table
 
-from .conftest import REFERENCE_T, SEEDS, TIME_STEPS
+from .conftest import REFERENCE_T, SEEDS, TIME_STEPS, write_store
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +154,110 @@ def test_a_final_stage_at_the_reference_t_only_reads_t_off_the_curve(
     assert f"Read off the final runs at the reference T = {REFERENCE_T}" in text and "kd at T=1" in text
     noise = read_csv(report.parent / "tables" / "accuracy_vs_noise.csv")
     assert noise["teacher (ANN)"]["clean n"] == "1"  # one fixed-seed teacher, not one per student seed
+
+
+# Conversion's final runs at the reference T, per seed: (its network's test accuracy, its own ANN's).
+COLLAPSED = {1: (0.72, 0.76), 2: (0.73, 0.78), 3: (0.80, 0.97)}  # seed 3: 17 points below, past the 10
+TWO_COLLAPSED = {1: (0.60, 0.75), 2: (0.73, 0.78), 3: (0.80, 0.97)}  # seeds 1 and 3
+WITHIN = {1: (0.72, 0.76), 2: (0.73, 0.829), 3: (0.74, 0.84)}  # 4, 9.9 and exactly 10 points: none more than 10
+
+
+def _older_conversion_tag() -> str:
+    """Conversion's `harness.capabilities` as a store written before `collapse_points` existed."""
+    raw = json.loads(ConversionMethod.capabilities.to_tag())
+    for row in raw["report_rows"]:
+        del row["collapse_points"]
+    return json.dumps(raw, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def collapse_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Experiments `collapsed`, `two-collapsed`, `within` (conversion's runs as above) and `older`
+    (`collapsed`'s metrics under a capabilities tag without `collapse_points`), final runs at the reference T."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('collapse_store') / 'mlflow.db'}"
+    for experiment, accuracies, tags in (
+        ("collapsed", COLLAPSED, {}),
+        ("two-collapsed", TWO_COLLAPSED, {}),
+        ("within", WITHIN, {}),
+        ("older", COLLAPSED, {"conversion": _older_conversion_tag()}),
+    ):
+        metrics = {seed: {"test_accuracy": snn, "ann_test_accuracy": ann} for seed, (snn, ann) in accuracies.items()}
+        final = {"final_metrics": {"conversion": metrics}, "capabilities_tags": tags}
+        write_store(uri, experiment, with_conversion_finals=True, reference_only=True, **final)
+    return uri
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+NOTE = (
+    "`conversion †`: seed 3's network is 17.0 points below its own ANN at T = 2 (0.800 against 0.970), more "
+    "than the 10-point collapse threshold;"
+)
+
+
+def test_collapses_are_the_runs_more_than_the_declared_points_below_their_ann(collapse_store: str) -> None:
+    found = collapses(load_experiment(collapse_store, "collapsed"))
+    assert found == [Collapse("conversion", 3, 0.80, 0.97, "ANN", pytest.approx(17.0), 10.0)]
+    assert [c.seed for c in collapses(load_experiment(collapse_store, "two-collapsed"))] == [1, 3]
+    assert collapses(load_experiment(collapse_store, "within")) == []  # 10 points exactly is not more than 10
+
+
+def test_a_collapsed_seed_is_marked_in_both_tables_and_the_summary(
+    collapse_store: str, tmp_path: Path, read_csv
+) -> None:
+    report = build_report(collapse_store, "collapsed", tmp_path / "report")
+    tables = report.parent / "tables"
+    noise = read_csv(tables / "accuracy_vs_noise.csv")
+    assert set(noise) == {"teacher (ANN)", "kd", "direct", "conversion †", "conversion (ANN)"}
+    marked = noise["conversion †"]  # never averaged in silently: the collapsed seed is in the mean, and said so
+    assert float(marked["clean mean"]) == pytest.approx(statistics.fmean(snn for snn, _ in COLLAPSED.values()))
+    assert marked["clean n"] == "3"
+    noise_md = (tables / "accuracy_vs_noise.md").read_text()
+    assert f"{NOTE} the row's mean and std include it (n = 3)." in noise_md.splitlines()
+    assert "| conversion † | 3 |" in noise_md
+    comparisons = {(r["comparison"], r["measure"]) for r in _csv_rows(tables / "significance.csv")}
+    assert ("kd vs conversion †", "clean") in comparisons and ("kd vs conversion †", "salt_pepper 0.05") in comparisons
+    assert ("kd vs direct", "clean") in comparisons and not any(c == "kd vs conversion" for c, _ in comparisons)
+    significance_md = (tables / "significance.md").read_text()
+    assert f"{NOTE} every comparison with conversion includes that seed (n = 3 seeds)." in significance_md
+    text = report.read_text()
+    summary = text.split("## Summary", 1)[1].split("\n\n", 2)[1].splitlines()
+    assert len(summary) == 4 and summary[0].startswith("- Most accurate at T = 2")
+    assert summary[1] == (
+        "- Collapse: conversion's network fell more than 10 points below its own ANN at T = 2 on seed 3 "
+        "(0.800 against 0.970); its means and the comparisons with it include that seed."
+    )
+
+
+def test_several_collapsed_seeds_are_each_named(collapse_store: str) -> None:
+    exp = load_experiment(collapse_store, "two-collapsed")
+    notes = noise_table(exp).notes
+    assert (
+        "`conversion †`: seed 1's network is 15.0 points below its own ANN at T = 2 (0.600 against 0.750) and "
+        "seed 3's network is 17.0 points below its own ANN at T = 2 (0.800 against 0.970), more than the 10-point "
+        "collapse threshold; the row's mean and std include them (n = 3)."
+    ) in notes
+    assert summary_lines(exp)[1].endswith(
+        "on seeds 1 (0.600 against 0.750) and 3 (0.800 against 0.970); its means and the comparisons with it "
+        "include those seeds."
+    )
+
+
+@pytest.mark.parametrize("experiment", ["within", "older"])
+def test_no_collapse_no_mark_no_note_no_summary_line(collapse_store: str, experiment: str) -> None:
+    """Every gap within 10 points (`within`), or a store whose tag predates `collapse_points` (`older`,
+    with seed 3 17 points below its ANN): the plain labels, no note, the summary's three lines."""
+    exp = load_experiment(collapse_store, experiment)
+    if experiment == "older":
+        assert exp.capabilities("conversion").report_rows[0].collapse_points is None
+    noise = noise_table(exp)
+    assert [label for label, _ in noise.rows] == ["teacher (ANN)", "kd", "direct", "conversion", "conversion (ANN)"]
+    significance = significance_table(exp)
+    assert {label for label, _ in significance.rows} == {"kd vs direct", "kd vs conversion"}
+    for table in (noise, significance):
+        assert "†" not in to_markdown(table) and not any("collapse" in note for note in table.notes)
+    lines = summary_lines(exp)
+    assert len(lines) == 3 and not any(line.startswith("Collapse") for line in lines)
