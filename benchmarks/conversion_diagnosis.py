@@ -86,7 +86,7 @@ class DiagnosticIF(ConvertedIF):
 
     def multi_step_forward(self, x_seq: Tensor) -> Tensor:  # type: ignore[override]
         theta = float(self.v_threshold)
-        v = torch.full_like(x_seq[0], self.start * theta)
+        v = self.initial_membrane(x_seq[0]) + (self.start - 0.5) * theta
         count = torch.zeros_like(x_seq[0])
         spikes = []
         for x in x_seq:

@@ -4,7 +4,7 @@ For each T and student depth (ResNet, `student.width` 16, batch 128, direct trai
 cross-entropy loss, Adam), one timed unit is `--batches` training batches:
 
 * `harness`: `harness.training.train_one_epoch` with `DirectMethod`'s loss on the
-  tensor-resident training split (what every kd/direct trial runs), `train.augment: false`
+  tensor-resident training split (what every kd/direct trial runs), `train.augment: none`
   because the reference does not augment;
 * `reference`: `benchmarks/reference.py`, spikingjelly's own layers and `LIFNode`, a
   `DataLoader`, `.item()` per batch;
@@ -105,7 +105,7 @@ def trial_config(setup: Setup, depth: int, time_steps: int, **extra: Any) -> Tri
         "student.width": setup.width,
         "snn.time_steps": time_steps,
         "train.batch_size": setup.batch_size,
-        "train.augment": False,
+        "train.augment": "none",
         "train.device": setup.device.type,
         **extra,
     }
