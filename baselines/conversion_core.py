@@ -16,6 +16,11 @@ two activations (`harness.efficiency.ActivationProduct`, a spiking transformer's
 product of two spike trains is not linear in their firing rates, so the rates of a converted
 network do not carry the ANN's product. Parameter-free modules (a plugin's containers and
 reshapes, identity, dropout) pass through unchanged.
+
+At low T a converted network's spike counts drift from its ANN's activations layer after layer;
+`calibrate_membranes` corrects each channel's initial membrane on a few training images (the
+conversion baseline's `conversion.calibration_images`), and `SignedIF` is the alternative that
+takes early spikes back.
 """
 
 from __future__ import annotations
@@ -175,7 +180,8 @@ class SignedIF(ConvertedIF):
     An IF neuron whose input changes sign over time fires on the early positive part and cannot
     undo it when the negative part comes: its count exceeds the ANN's `relu` of the summed input
     (the unevenness error of Bu et al.). Layer after layer the excess grows; on mnist-5k a
-    converted VGG-7 at T = 4 fell to 0.79 against its ANN's 0.967 (BENCHMARKS.md). This neuron
+    converted VGG-5 at T = 4 fell to 0.312 against its ANN's 0.961, and this neuron lifted it to
+    0.821 (membrane calibration, the default, to 0.956: BENCHMARKS.md, section 11). This neuron
     keeps, after every step t, the count of spikes it has emitted equal to `clamp(round(sum of
     its inputs / theta), 0, t)`: the membrane integrates and fires +theta at `v >= theta` (soft
     reset) as `ConvertedIF` does, and fires -theta (adding theta back) when `v < 0` while its
