@@ -183,7 +183,7 @@ def test_set_reaches_the_space_files_own_keys(capsys) -> None:
     [
         ("search.num_samples=0", "--set search.num_samples: Input should be greater than or equal to 1 (got 0)"),
         ("resources.cpu=-1", "--set resources.cpu: Input should be greater than 0 (got -1)"),
-        ("search.bogus=1", "--set search.bogus: unknown key; expected one of: final_repeats, "),
+        ("search.bogus=1", "--set search.bogus: unknown key; expected one of: final_front, final_repeats, "),
         ("space.kd.alpha={float: [0.5, 1.5]}", "--set space.kd.alpha: value 1.5 is invalid: "),
         ("name=a/b", "--set name: String should match pattern"),
     ],
