@@ -16,6 +16,15 @@ T"); `conversion.neuron: signed` adds negative spikes that take back early ones 
 The T curve is read off the network calibrated for the reference T.
 `val_accuracy`, `test_accuracy` and noise are measured on the converted SNN at
 `eval.reference_time_steps`; `ann_test_accuracy` is the ANN before conversion.
+
+White-box attacks (`eval.attacks`: `fgsm`, `pgd`) differentiate the source ANN, not the
+converted SNN (`attack_model`, `Capabilities.attack_gradient = "ann"`): the IF neurons have no
+surrogate, their Heaviside no gradient. QCFS's floor passes gradients straight through (an
+identity backward) and its clip passes them inside `[0, lambda]`, so the QCFS ANN is the
+straight-through estimator of the network it became (a ReLU ANN for `max` / `percentile`). A
+surrogate for the IF neuron was the alternative; the ANN is the estimator the conversion
+literature attacks with, and it needs no choice of surrogate shape. The adversarial images
+crafted on the ANN are evaluated on the converted SNN at the reference T, like every figure.
 """
 
 from __future__ import annotations
@@ -34,10 +43,11 @@ from baselines.conversion_core import (
     convert,
     qcfs_factory,
 )
+from harness.attacks import AttackModel
 from harness.config import Section
 from harness.config.sections import TrialConfig
 from harness.context import network_for
-from harness.contract import Capabilities, ReportRow
+from harness.contract import ATTACK_GRADIENT_ANN, Capabilities, ReportRow
 from harness.methods.student import StudentMethod
 from harness.models import ActivationFactory, SpikingNetwork, relu
 from harness.training import accuracy, noise_accuracies
@@ -93,6 +103,7 @@ class ConversionMethod(StudentMethod):
                 collapse_points=COLLAPSE_POINTS,
             ),
         ),
+        attack_gradient=ATTACK_GRADIENT_ANN,
     )
     _snn: SpikingNetwork | None = None
 
@@ -113,6 +124,12 @@ class ConversionMethod(StudentMethod):
     @property
     def ann(self) -> SpikingNetwork:
         return self.student
+
+    def attack_model(self) -> AttackModel:
+        """The source ANN (one step): the IF neurons have no gradient (see the module docstring)."""
+        conversion: ConversionConfig = self.ctx.config.options
+        kind = "QCFS ANN (straight-through floor)" if conversion.variant == "qcfs" else "ReLU ANN"
+        return AttackModel(self.ann, 1, f"the {kind} the spiking network was converted from")
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(self.ann(images, 1).mean(0), labels)

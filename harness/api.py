@@ -112,6 +112,8 @@ def train_once(
     from harness.contract import Role, Tag
     from harness.evaluation import network_payload
     from harness.methods import METHODS
+    from harness.methods.base import uses_teacher
+    from harness.predictions import LABELS, write_predictions
     from harness.run_spec import run_spec
     from harness.teacher import check_teacher_checkpoint
     from harness.tracking import TrialRecorder, absolute_tracking_uri, probe_store
@@ -123,7 +125,7 @@ def train_once(
     check_dataset_files(resolved)
     config = resolved.config
     METHODS.get(config.method).preflight(config)
-    if METHODS.get(config.method).capabilities.needs_teacher:
+    if uses_teacher(config):
         check_teacher_checkpoint(config, resolved.label("teacher.checkpoint"))
 
     experiment = experiment or loaded.name
@@ -145,6 +147,17 @@ def train_once(
                 except (MlflowException, OSError) as exc:  # an artifact store it cannot write: the run goes on
                     log(f"the trained network was not logged ({type(exc).__name__}: {exc})")
 
+    def keep_predictions(predictions: dict[str, Any]) -> None:
+        """The per-image test predictions as the run's artifact, for the report's significance tests."""
+        labels = predictions.pop(LABELS)
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "test.npz"
+            write_predictions(path, labels, predictions)
+            try:
+                recorder.log_predictions_file(path)
+            except (MlflowException, OSError) as exc:
+                log(f"the test predictions were not logged ({type(exc).__name__}: {exc})")
+
     try:
         metrics = train(
             config,
@@ -153,6 +166,7 @@ def train_once(
             log=log,
             on_batch=on_batch,
             describe=recorder.log_provenance,
+            on_predictions=keep_predictions,
         )
     except TrialFailed as exc:
         recorder.finish("FAILED", str(exc))
@@ -294,7 +308,12 @@ def evaluate(
 
 
 def report(
-    experiment: str, *, tracking_uri: str | None = None, out: str | Path | None = None, reference: str | None = None
+    experiment: str,
+    *,
+    tracking_uri: str | None = None,
+    out: str | Path | None = None,
+    reference: str | None = None,
+    corruption_baseline: str | None = None,
 ) -> Path:
     """An experiment's tables (md/tex/csv), figures (png/pdf) and `report.md` from its MLflow runs
     (`harness report`); needs neither Ray nor torch.
@@ -304,6 +323,8 @@ def report(
         tracking_uri: The store (default as for `train_once`).
         out: The report folder (default `runs/<experiment>/report`).
         reference: The method the significance table compares with the others (default: the sweep's first).
+        corruption_baseline: The method the corruption summary's mCE is relative to (default: the
+            sweep's first that needs no teacher and trains at a T).
 
     Returns:
         The path of `report.md`.
@@ -315,4 +336,4 @@ def report(
     if not tracking_uri.startswith("sqlite:///"):  # a local store is checked by the report itself
         probe_store(tracking_uri, experiment)
     folder = Path(out) if out is not None else default_report_dir(experiment)
-    return build_report(tracking_uri, experiment, folder, reference=reference)
+    return build_report(tracking_uri, experiment, folder, reference=reference, corruption_baseline=corruption_baseline)

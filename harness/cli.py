@@ -160,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
     report.add_argument("--out", type=Path, help="report folder (default: runs/<experiment>/report)")
     report.add_argument(
-        "--reference", help="method the significance table compares with the others (default: the sweep's first)"
+        "--reference",
+        help="compare only this method with each other one in the significance table (default: every pair)",
+    )
+    report.add_argument(
+        "--corruption-baseline",
+        metavar="METHOD",
+        help="method the corruption summary's mCE is relative to (default: the sweep's first that needs no "
+        "teacher and trains at a T)",
     )
     report.set_defaults(handler=run_report)
 
@@ -376,7 +383,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """`harness report`: an experiment's tables, figures and report.md from its MLflow runs."""
-    report = api.report(args.experiment, tracking_uri=args.tracking_uri, out=args.out, reference=args.reference)
+    report = api.report(
+        args.experiment,
+        tracking_uri=args.tracking_uri,
+        out=args.out,
+        reference=args.reference,
+        corruption_baseline=args.corruption_baseline,
+    )
     print(f"Report: {report}")
     print(f"Tables in {report.parent / 'tables'}, figures in {report.parent / 'figures'}")
     return EXIT_OK

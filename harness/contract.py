@@ -32,7 +32,7 @@ class Tag(StrEnum):
     METHOD = "harness.method"
     TRIAL_ID = "harness.trial_id"  # stable across retries and resumes: one run per trial
     CAPABILITIES = "harness.capabilities"  # JSON of the method's `Capabilities`
-    TEACHER = "harness.teacher"  # the teacher's cache key, on runs of methods that need one
+    TEACHER = "harness.teacher"  # the teacher's cache key, on runs that use one (KD; a transfer attack)
     SPACE = "harness.space"  # the space file a run came from
     SEARCHED = "harness.searched"  # comma-separated dims the method's search sampled
     BEST = "harness.best"  # "true" on the search trial the final stage retrained
@@ -80,6 +80,11 @@ COST_METRICS = (ACS, MACS, SYNOPS, ENERGY_UJ, FIRING_RATE)
 NOISE = "noise/"  # noise/<type>/<level>: the method's network
 TEACHER_NOISE = "teacher_noise/"  # the same corruptions, the ANN teacher
 TIMESTEP = "timestep/"  # timestep/<T>
+ATTACK = "attack/"  # attack/<name>/<eps>: accuracy under an L-infinity attack of that budget, at the reference T
+
+PREDICTIONS_ARTIFACT = "predictions/test.npz"
+"""A finished run's per-sample test predictions (`harness.predictions`): the predicted class of every
+test image, clean and under each noise and attack, keyed by the accuracy's metric name."""
 
 
 def noise_metric(kind: str, level: float, prefix: str = NOISE) -> str:
@@ -91,6 +96,11 @@ def parse_noise_metric(name: str) -> tuple[str, float]:
     """`noise/gaussian/0.1` -> (`gaussian`, 0.1); the inverse of `noise_metric` for any prefix."""
     kind, level = name.rsplit("/", 2)[-2:]
     return kind, float(level)
+
+
+def attack_metric(name: str, eps: float) -> str:
+    """`attack/pgd/0.03`: accuracy under attack `name` with L-infinity budget `eps` (printed with `:g`)."""
+    return f"{ATTACK}{name}/{float(eps):g}"
 
 
 def val_cost_metric(name: str) -> str:
@@ -146,6 +156,10 @@ class ReportRow:
     collapse_points: float | None = None
 
 
+ATTACK_GRADIENT_SURROGATE = "surrogate"  # white-box attacks differentiate the spiking network (BPTT, surrogate)
+ATTACK_GRADIENT_ANN = "ann"  # they differentiate the ANN the spiking network was converted from
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a method does, declared by the method and written to every run it makes.
@@ -162,12 +176,17 @@ class Capabilities:
             after t steps of one run at T_max equals a run at T = t: the whole `timestep/<T>`
             curve is read off one run. False: each T is evaluated separately.
         report_rows: Extra rows for the report's accuracy tables (conversion's ANN row).
+        attack_gradient: What its white-box attacks (`attack/fgsm/...`, `attack/pgd/...`)
+            differentiate (`Method.attack_model`): `surrogate`, the spiking network itself
+            through its surrogate gradient (BPTT over T); `ann`, the ANN it was converted from
+            (the conversion baseline, whose IF neurons have no surrogate). The report says which.
     """
 
     needs_teacher: bool = False
     trains_at_time_steps: bool = True
     curve_from_one_run: bool = True
     report_rows: tuple[ReportRow, ...] = field(default_factory=tuple)
+    attack_gradient: str = ATTACK_GRADIENT_SURROGATE
 
     def to_tag(self) -> str:
         """The JSON text of tag `harness.capabilities`."""
@@ -176,12 +195,14 @@ class Capabilities:
     @classmethod
     def from_tag(cls, text: str | None) -> Capabilities:
         """Parses `to_tag`'s text; a run without the tag (an older store) gets the defaults, and so
-        does a field an older tag lacks (a report row without `collapse_points`)."""
+        does a field an older tag lacks (a report row without `collapse_points`, a tag without
+        `attack_gradient`)."""
         if not text:
             return cls()
         raw: dict[str, Any] = json.loads(text)
         rows = tuple(ReportRow(**row) for row in raw.pop("report_rows", ()))
-        known = {key: raw[key] for key in ("needs_teacher", "trains_at_time_steps", "curve_from_one_run") if key in raw}
+        fields = ("needs_teacher", "trains_at_time_steps", "curve_from_one_run", "attack_gradient")
+        known = {key: raw[key] for key in fields if key in raw}
         return cls(**known, report_rows=rows)
 
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from harness.config.dotted import KeyClash, flatten, unflatten
 from harness.config.resolve import Origin, build_trial_config, one_line
 from harness.config.sections import TrialConfig
-from harness.contract import NOISE, Tag, noise_metric
+from harness.contract import NOISE, PREDICTIONS_ARTIFACT, Tag, attack_metric, noise_metric
 from harness.errors import HarnessInputError
 from harness.tracking import NETWORK_ARTIFACT
 
@@ -105,12 +105,13 @@ def evaluate_run(
     Raises:
         HarnessInputError: an unknown run, no logged network, or a bad override.
     """
+    from harness.attacks.evaluate import attack_evaluation
     from harness.methods import TrialContext, create_method
     from harness.trial import DEFAULT_TEACHER_CACHE, final_evaluation, load_trial_data, noise_evaluation, resolve_device
 
     run, payload = read_network(client, run_id)
     asked = evaluation_config(payload["config"], overrides)
-    config = only_missing_noise(asked, set(run.data.metrics))
+    config = only_missing_attacks(only_missing_noise(asked, set(run.data.metrics)), set(run.data.metrics))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
@@ -120,15 +121,43 @@ def evaluate_run(
     method.load_state_dict(payload)
     started = time.perf_counter()
     trained = build_trial_config(payload["config"]).eval
+    predictions: dict[str, Any] = {}
     if (config.eval.time_steps, config.eval.reference_time_steps) == (trained.time_steps, trained.reference_time_steps):
-        metrics = noise_evaluation(method, data, config)  # the clean accuracy and T curve are logged already
+        # The clean accuracy and the T curve are logged already: new noise levels and attacks only.
+        metrics = noise_evaluation(method, data, config, predictions)
+        metrics |= attack_evaluation(method, data, config, predictions)
     else:
-        metrics = final_evaluation(method, data, config)
+        metrics = final_evaluation(method, data, config, predictions)
     metrics |= method.extra_metrics()
+    _update_predictions(client, run_id, data.test_y, predictions, log)
     log(f"run {run_id}: evaluated in {time.perf_counter() - started:.1f}s")
     _log_metrics(client, run_id, metrics, step=int(payload.get("epoch", config.train.epochs)))
     client.set_tag(run_id, Tag.EVALUATED, json.dumps(asked.eval.model_dump(mode="json"), sort_keys=True))
     return metrics
+
+
+def _update_predictions(
+    client: Any, run_id: str, labels: Any, predictions: dict[str, Any], log: Callable[[str], None]
+) -> None:
+    """The run's predictions artifact with the newly measured accuracies' predictions added (a
+    run logged before predictions were kept gets a new one; one of another test split is replaced)."""
+    from mlflow.exceptions import MlflowException
+
+    from harness.predictions import LABELS, merged, read_predictions, write_predictions
+    from harness.tracking import log_predictions_file
+
+    predictions.pop(LABELS, None)
+    if not predictions:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            old = read_predictions(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, folder))
+            labels, predictions = merged(old, labels, predictions)
+        except (MlflowException, OSError, ValueError) as exc:
+            log(f"run {run_id}: no earlier predictions kept ({type(exc).__name__}); storing the new ones")
+        path = Path(folder) / "new.npz"
+        write_predictions(path, labels, predictions)
+        log_predictions_file(client, run_id, path)
 
 
 def only_missing_noise(config: TrialConfig, logged: set[str]) -> TrialConfig:
@@ -141,6 +170,18 @@ def only_missing_noise(config: TrialConfig, logged: set[str]) -> TrialConfig:
     }
     noise = {kind: levels for kind, levels in noise.items() if levels}
     return config.model_copy(update={"eval": config.eval.model_copy(update={"noise": noise})})
+
+
+def only_missing_attacks(config: TrialConfig, logged: set[str]) -> TrialConfig:
+    """`config` with `eval.attacks` narrowed to the eps the run has no `attack/<name>/<eps>` of:
+    an attack is seeded per image (a transfer attack's images are cached), so a logged one would
+    come out the same; one logged under other options keeps its figure."""
+    attacks = {}
+    for name, options in config.eval.attacks.items():
+        eps = tuple(e for e in options.eps if attack_metric(name, e) not in logged)
+        if eps:
+            attacks[name] = options.model_copy(update={"eps": eps})
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"attacks": attacks})})
 
 
 def _log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:

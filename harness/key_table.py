@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel
 
+from harness.config.base import key_of
 from harness.config.dotted import DICT_LEAVES
 from harness.config.sections import OPTIONS_FIELD, STUDENT_DEFAULTS, TEACHER_DEFAULTS, TeacherConfig, TrialConfig
 from harness.config.space import SpaceFile, changes_the_plan
@@ -89,8 +90,8 @@ def _section_rows(
 ) -> list[_Row]:
     rows: list[_Row] = []
     for name, field in model.model_fields.items():
-        if name not in set(skip):
-            rows += _field_rows(prefix + name, field, owner, (defaults or {}).get(name, _NO_DEFAULT))
+        if name not in set(skip):  # listed by its key: an aliased field (`bkd.lambda`) by its alias
+            rows += _field_rows(prefix + key_of(name, field), field, owner, (defaults or {}).get(name, _NO_DEFAULT))
     return rows
 
 

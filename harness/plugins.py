@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.attacks import ATTACKS
 from harness.data import DATASETS
 from harness.data.augment import AUGMENTATIONS
 from harness.methods.base import METHODS
@@ -22,6 +23,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "noises": NOISES,
     "encoders": ENCODERS,
     "augmentations": AUGMENTATIONS,
+    "attacks": ATTACKS,
 }
 """Every registry by its group's last part (`snn_kd_harness.<part>`)."""
 

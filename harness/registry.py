@@ -12,9 +12,10 @@ plugin needs no edit of this repository:
 | `NOISES`   | `harness.noise`            | `snn_kd_harness.noises`    | a function `(image, level, generator)`       |
 | `ENCODERS` | `harness.models.encoders`  | `snn_kd_harness.encoders`  | a `harness.models.Encoder` subclass          |
 | `AUGMENTATIONS` | `harness.data.augment` | `snn_kd_harness.augmentations` | a function `(images, generator)`     |
+| `ATTACKS`  | `harness.attacks`          | `snn_kd_harness.attacks`   | a `harness.attacks.Attack` subclass          |
 
 The entry point's name is the name used in YAML (`methods: [kd]`, `student.arch: resnet`).
-`harness.plugins.REGISTRIES` lists all six (what `harness plugins` prints).
+`harness.plugins.REGISTRIES` lists all seven (what `harness plugins` prints).
 
 This module is a leaf: it imports nothing of the harness but its errors. Each registry is
 made beside the interface its entries satisfy, with that interface's check as a plain function

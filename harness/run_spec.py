@@ -15,15 +15,16 @@ from collections.abc import Mapping
 from harness import contract
 from harness.config.sections import TrialConfig
 from harness.contract import Role
-from harness.methods.base import METHODS, logged_params
+from harness.methods.base import METHODS, logged_params, uses_teacher
 from harness.teacher import teacher_key_of
 from harness.tracking import RunSpec
 
 
 def teacher_identity(config: TrialConfig) -> str | None:
-    """The teacher's cache key when the config's method needs a teacher (the tag
-    `harness.teacher`, by which the report counts distinct teachers), else None."""
-    return teacher_key_of(config) if METHODS.get(config.method).capabilities.needs_teacher else None
+    """The teacher's cache key when the config's trial uses a teacher (`uses_teacher`: its method
+    distils from it, or a transfer attack is crafted on it; the tag `harness.teacher`, by which
+    the report counts distinct teachers), else None."""
+    return teacher_key_of(config) if uses_teacher(config) else None
 
 
 def run_name(config: TrialConfig, role: Role, run: str | None = None) -> str:

@@ -27,7 +27,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.contract import DATA_CONTEXT, EXPERIMENT_KIND, VAL_ACCURACY, Tag
+from harness.contract import DATA_CONTEXT, EXPERIMENT_KIND, PREDICTIONS_ARTIFACT, VAL_ACCURACY, Tag
 
 # Against a tracking server, MlflowClient.set_terminated writes two "View run ... at" link lines
 # to stdout for every run it ends; a sweep ends one run per trial.
@@ -255,6 +255,10 @@ class TrackedRun:
             shutil.copyfile(path, copy)
             self.client.log_artifact(self.run_id, str(copy), folder)
 
+    def log_predictions_file(self, path: str | Path) -> None:
+        """Logs a predictions file (`harness.predictions`) as the run's `predictions/test.npz`."""
+        log_predictions_file(self.client, self.run_id, path)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         """Stores `text` as an artifact of the run."""
         self.client.log_text(self.run_id, text, artifact_file)
@@ -264,6 +268,17 @@ class TrackedRun:
         if reason:
             self.set_tags({Tag.FAILURE_REASON: reason[:5000]})
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+
+
+def log_predictions_file(client: MlflowClient, run_id: str, path: str | Path) -> None:
+    """Logs `path` as the run's `contract.PREDICTIONS_ARTIFACT` (replacing an earlier one)."""
+    import shutil
+
+    folder, name = PREDICTIONS_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / name
+        shutil.copyfile(path, copy)
+        client.log_artifact(run_id, str(copy), folder)
 
 
 @dataclass(frozen=True)
@@ -333,6 +348,10 @@ class TrialRecorder:
     def log_network_file(self, path: str | Path) -> None:
         """The trained network's file as the run's `model/checkpoint.pt` (`TrackedRun.log_network_file`)."""
         self.run.log_network_file(path)
+
+    def log_predictions_file(self, path: str | Path) -> None:
+        """The final evaluation's per-image test predictions as the run's `predictions/test.npz`."""
+        self.run.log_predictions_file(path)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """Ends the run as FINISHED, FAILED or KILLED; a reason goes to `harness.failure_reason`."""

@@ -341,6 +341,20 @@ def cumulative_accuracy(step_logits: Tensor, y: Tensor) -> Tensor:
     return (cumulative.argmax(dim=-1) == y.unsqueeze(0)).float().mean(dim=1)
 
 
+def predicted_classes(
+    model: nn.Module,
+    x: Images,
+    *,
+    time_steps: int,
+    batch_size: int,
+    corrupt: Corruption | None = None,
+) -> Tensor:
+    """The class of the time-averaged logits at `time_steps` for every image (as `corrupt`
+    leaves it, if given), `[N]` on the images' device."""
+    steps = predict_steps(model, x, time_steps=time_steps, batch_size=batch_size, corrupt=corrupt)
+    return steps.sum(dim=0).argmax(dim=-1)  # argmax of the sum = argmax of the mean
+
+
 def accuracy(
     model: nn.Module,
     x: Images,
@@ -352,8 +366,8 @@ def accuracy(
 ) -> float:
     """Accuracy (fraction) of the time-averaged logits at `time_steps` (of the images as
     `corrupt` leaves them, if given)."""
-    steps = predict_steps(model, x, time_steps=time_steps, batch_size=batch_size, corrupt=corrupt)
-    return cumulative_accuracy(steps, y)[-1].item()
+    predicted = predicted_classes(model, x, time_steps=time_steps, batch_size=batch_size, corrupt=corrupt)
+    return (predicted == y).float().mean().item()
 
 
 def noise_accuracies(
@@ -366,9 +380,11 @@ def noise_accuracies(
     time_steps: int,
     batch_size: int,
     corruption: Callable[[str, float], Corruption] | None = None,
+    predictions: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """Accuracy of `model` on `x` corrupted by every (type, level) of `noise`, keyed
-    `<prefix><type>/<level>`. Corruptions are seeded per (type, level, sample index), so every
+    `<prefix><type>/<level>` (and, into `predictions` if given, the class predicted for every
+    image under the same key). Corruptions are seeded per (type, level, sample index), so every
     model evaluated this way sees the same corrupted images, batch by batch (a streamed split is
     never corrupted whole). `corruption(type, level)` says how a batch is corrupted: the test
     split's own (`DataSplits.corruption`, which event data need), or by default
@@ -378,10 +394,14 @@ def noise_accuracies(
         def corruption(kind: str, level: float) -> Corruption:
             return lambda images, start: apply_noise(images, kind, level, start_index=start)
 
-    return {
-        noise_metric(kind, level, prefix): accuracy(
-            model, x, y, time_steps=time_steps, batch_size=batch_size, corrupt=corruption(kind, level)
-        )
-        for kind, levels in noise.items()
-        for level in levels
-    }
+    metrics = {}
+    for kind, levels in noise.items():
+        for level in levels:
+            key = noise_metric(kind, level, prefix)
+            predicted = predicted_classes(
+                model, x, time_steps=time_steps, batch_size=batch_size, corrupt=corruption(kind, level)
+            )
+            metrics[key] = (predicted == y).float().mean().item()
+            if predictions is not None:
+                predictions[key] = predicted.cpu()
+    return metrics

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 
 from harness import contract
+from harness.attacks.evaluate import attack_evaluation
 from harness.config.sections import TrialConfig
 from harness.data import DataSplits, load_splits
 from harness.efficiency import count_ops
 from harness.methods import Method, TrialContext, create_method
 from harness.models import count_parameters
+from harness.predictions import LABELS
 from harness.provenance import device_name, environment_tags
 from harness.training import accuracy, batch_hook, cumulative_accuracy, noise_accuracies, precision, predict_steps
 
@@ -93,6 +95,7 @@ def train(
     state: dict[str, Any] | None = None,
     on_batch: BatchProgress | None = None,
     describe: Callable[[dict[str, Any]], None] | None = None,
+    on_predictions: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, float]:
     """Runs one trial end to end: setup, `train.epochs` epochs, final evaluation.
 
@@ -110,6 +113,9 @@ def train(
             same with or without it.
         describe: Called once, before training, with what the reproducibility record needs
             from where the trial runs (`provenance(config, data, device)`).
+        on_predictions: Called once, after the final evaluation and before the last epoch's
+            `report`, with the per-image test predictions (`final_evaluation`'s `predictions`),
+            for the run's predictions artifact (`harness.predictions`).
 
     Returns:
         The final metrics (the names of docs/ARCHITECTURE.md, "The MLflow contract"), accuracies as fractions.
@@ -135,7 +141,7 @@ def train(
             first_epoch = int(state["epoch"]) + 1
             log(f"{config.method}: resumed after epoch {first_epoch - 1}")
         train_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
-        return _epochs(method, data, config, first_epoch, train_seconds, report, log, on_batch)
+        return _epochs(method, data, config, first_epoch, train_seconds, report, log, on_batch, on_predictions)
 
 
 def _epochs(
@@ -147,6 +153,7 @@ def _epochs(
     report: Report,
     log: Callable[[str], None],
     on_batch: BatchProgress | None,
+    on_predictions: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, float]:
     """Epochs `first_epoch`.. of `train.epochs`, each reported; the last one adds the final evaluation."""
     metrics: dict[str, float] = {}
@@ -165,7 +172,10 @@ def _epochs(
             f"val_accuracy {metrics[contract.VAL_ACCURACY]:.4f}  ({time.perf_counter() - started:.1f}s)"
         )
         if epoch == config.train.epochs:
-            metrics |= final_evaluation(method, data, config) | method.extra_metrics()
+            predictions: dict[str, torch.Tensor] = {}
+            metrics |= final_evaluation(method, data, config, predictions) | method.extra_metrics()
+            if on_predictions is not None:
+                on_predictions(predictions)
         report(metrics, epoch, method)
     return metrics
 
@@ -203,9 +213,12 @@ def validate_with_costs(method: Method, data: DataSplits, config: TrialConfig) -
     return {contract.VAL_ACCURACY: accuracy_at_t, **costs}
 
 
-def noise_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> dict[str, float]:
+def noise_evaluation(
+    method: Method, data: DataSplits, config: TrialConfig, predictions: dict[str, torch.Tensor] | None = None
+) -> dict[str, float]:
     """`noise/<type>/<level>` of every level of `eval.noise`, at the method's T: the part of
-    `final_evaluation` that `harness evaluate` runs when only noise levels are added."""
+    `final_evaluation` that `harness evaluate` runs when only noise levels are added. Each
+    level's per-image predicted classes go into `predictions` (if given) under its metric name."""
     t_eval = method.eval_time_steps
     return noise_accuracies(
         method.network(),
@@ -216,17 +229,26 @@ def noise_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
         time_steps=t_eval,
         batch_size=eval_batch(config, t_eval),
         corruption=data.corruption,
+        predictions=predictions,
     )
 
 
-def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> dict[str, float]:
+def final_evaluation(
+    method: Method, data: DataSplits, config: TrialConfig, predictions: dict[str, torch.Tensor] | None = None
+) -> dict[str, float]:
     """Test accuracy, time-step curve, efficiency and noise robustness of the trained network.
 
     The clean test set runs once at T_max = max(eval T, `eval.time_steps`): its cumulative
     output gives `test_accuracy` at the method's T and, for a method whose curve comes from one
     run (`Capabilities.curve_from_one_run`), every `timestep/<T>`; the op counts of its first T
     steps give the efficiency figures at the method's T. Otherwise each T of the curve is one more
-    run at that T. Each noise level is one more run at the method's T.
+    run at that T. Each noise level is one more run at the method's T, and so is each attack and
+    eps of `eval.attacks` (`harness.attacks.evaluate`: `attack/<name>/<eps>`), measured last.
+
+    `predictions`, if given, receives the class predicted for every test image (CPU tensors
+    `[N]`) under each accuracy's metric name (`test_accuracy`, `noise/<type>/<level>`,
+    `attack/<name>/<eps>`), and the
+    labels under `harness.predictions.LABELS`: what the run's predictions artifact stores.
     """
     net = method.network()
     t_eval = method.eval_time_steps
@@ -242,6 +264,9 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
             net, data.test_x, time_steps=t_max, batch_size=eval_batch(config, t_max), before_batch=before_batch
         )
     curve = cumulative_accuracy(steps, data.test_y)
+    if predictions is not None:
+        predictions[LABELS] = data.test_y.cpu()
+        predictions[contract.TEST_ACCURACY] = steps[:t_eval].sum(dim=0).argmax(dim=-1).cpu()
     metrics = {contract.TEST_ACCURACY: curve[t_eval - 1].item(), contract.PARAMS: float(count_parameters(net))}
     for t in config.eval.time_steps:
         metrics[contract.timestep_metric(t)] = (
@@ -250,4 +275,5 @@ def final_evaluation(method: Method, data: DataSplits, config: TrialConfig) -> d
             else accuracy(net, data.test_x, data.test_y, time_steps=t, batch_size=eval_batch(config, t))
         )
     metrics |= counts.summary(t_eval)
-    return metrics | noise_evaluation(method, data, config)
+    metrics |= noise_evaluation(method, data, config, predictions)
+    return metrics | attack_evaluation(method, data, config, predictions)  # attack/<name>/<eps>, last

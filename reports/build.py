@@ -12,11 +12,12 @@ import uuid
 from pathlib import Path
 
 from harness.errors import HarnessInputError
+from reports.contents import all_tables
+from reports.corruption import check_corruption_baseline
 from reports.figures import all_figures
 from reports.index import index_markdown
 from reports.loading import load_experiment
 from reports.render import to_csv, to_latex, to_markdown
-from reports.tables import all_tables
 
 REPORT_FILE = "report.md"
 
@@ -26,15 +27,24 @@ def default_report_dir(experiment: str, storage: Path = Path("runs")) -> Path:
     return storage / experiment / "report"
 
 
-def build_report(tracking_uri: str | None, experiment: str, out_dir: Path, reference: str | None = None) -> Path:
+def build_report(
+    tracking_uri: str | None,
+    experiment: str,
+    out_dir: Path,
+    reference: str | None = None,
+    *,
+    corruption_baseline: str | None = None,
+) -> Path:
     """Builds the report of `experiment` into `out_dir`.
 
     Args:
         tracking_uri: the MLflow store (None: `sqlite:///<cwd>/mlflow.db`).
         experiment: the MLflow experiment name.
         out_dir: the report folder; replaced as a whole when it exists.
-        reference: the method the significance table compares with every other (default: the
-            sweep's first method).
+        reference: the method the significance table compares with every other (default: every
+            pair of methods).
+        corruption_baseline: the method the corruption summary's mCE is relative to (default: the
+            sweep's first method that needs no teacher and trains at a T; `reports.corruption`).
 
     Returns:
         The path of `report.md` inside `out_dir`.
@@ -48,11 +58,12 @@ def build_report(tracking_uri: str | None, experiment: str, out_dir: Path, refer
         raise HarnessInputError(
             f"--reference: no method {reference!r} in experiment {experiment!r} (it has: {', '.join(exp.methods)})"
         )
+    check_corruption_baseline(exp, corruption_baseline)
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        tables = all_tables(exp, reference)
+        tables = all_tables(exp, reference, corruption_baseline)
         (staging / "tables").mkdir()
         for table in tables:
             for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):

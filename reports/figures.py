@@ -2,37 +2,64 @@
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot,
 so building a report touches no global plotting state and needs no display.
+
+Every figure draws a method the same way (`method_styles`): its colour from the colour-blind
+palette (ten colours; further methods continue with evenly spaced hues) and a marker and line
+style of its own, so lines stay apart in greyscale print and where two colours are close. Styles
+follow the sweep's method order (`ExperimentRuns.methods`), and so does every legend. The legend
+is one per figure, below the panels in as many columns as fit the figure's width, the figure made
+taller by its height so that it covers no data however many methods there are (`_figure_legend`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 from matplotlib.transforms import Bbox
 
 from harness import contract
-from harness.contract import Tag, metric_column, param_column, parse_noise_metric
+from harness.contract import Role, Tag, metric_column, param_column, parse_noise_metric
 from reports import front as pareto
+from reports.attacks import KEY as ATTACK_KEY
+from reports.attacks import attack_frame
 from reports.loading import Configuration, ExperimentRuns
 from reports.render import Stat
 from reports.tables import SEED, TEACHER, noise_metrics, teacher_runs
 
 PALETTE = "colorblind"
+PALETTE_SIZE = 10  # distinct colours of PALETTE; more methods continue with evenly spaced hues
 TEACHER_COLOUR = "0.35"
+TEACHER_LINE = "--"
+TEACHER_MARKER = "x"  # no method has it
 PANEL_SIZE = (3.4, 2.8)  # inches per panel
 MAX_COLUMNS = 4  # panels per row; more wrap to the next row
-LEGEND_WIDTH = 1.8  # inches beside the panels for the figure's legend
+LINE_WIDTH = 1.3
+MARKER_SIZE = 5.5
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", "p", ">", "h", "*")
+DASHES: tuple[tuple[float, ...], ...] = (  # in line widths; () is solid. None is like the teacher's "--"
+    (),
+    (1.0, 1.3),  # dotted
+    (4.0, 1.3, 1.0, 1.3),  # dash-dot
+    (7.0, 2.0),  # long dash
+    (4.0, 1.3, 1.0, 1.3, 1.0, 1.3),  # dash-dot-dot
+)
+LEGEND_PAD = 0.1  # inches left free beside and below the legend
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,27 @@ class FigureFile:
     caption: str
 
 
+@dataclass(frozen=True)
+class MethodStyle:
+    """How every figure draws one method: colour, marker, and line dashes (`()`: solid)."""
+
+    colour: Any
+    marker: str
+    dashes: tuple[float, ...]
+
+    @property
+    def linestyle(self) -> Any:
+        """The dashes as a matplotlib line style."""
+        return "-" if not self.dashes else (0, self.dashes)
+
+    def handle(self, label: str, line: bool = True) -> Line2D:
+        """Its legend entry: marker and (unless `line` is False) its line."""
+        return Line2D(
+            [], [], color=self.colour, marker=self.marker, markersize=MARKER_SIZE, linewidth=LINE_WIDTH,
+            linestyle=self.linestyle if line else "", label=label,
+        )  # fmt: skip
+
+
 @contextmanager
 def report_style() -> Iterator[None]:
     """The one style of every report figure: white grid, paper context, colour-blind palette."""
@@ -51,17 +99,35 @@ def report_style() -> Iterator[None]:
         yield
 
 
+def method_styles(methods: list[str]) -> dict[str, MethodStyle]:
+    """A fixed style per method, by its place in `methods` (the sweep's order): the palette's
+    colours in order (after the tenth, evenly spaced hues), and a marker and dashes of its own
+    (the pair differs between any two of the first 60 methods)."""
+    colours = list(sns.color_palette(PALETTE, n_colors=PALETTE_SIZE))
+    if len(methods) > PALETTE_SIZE:
+        colours += list(sns.color_palette("husl", n_colors=len(methods) - PALETTE_SIZE))
+    return {
+        method: MethodStyle(colours[i], MARKERS[i % len(MARKERS)], DASHES[i % len(DASHES)])
+        for i, method in enumerate(methods)
+    }
+
+
 def method_colours(methods: list[str]) -> dict[str, object]:
     """A fixed colour per method (the same in every figure) and grey for the teacher."""
-    colours = sns.color_palette(PALETTE, n_colors=max(len(methods), 1))
-    return {**dict(zip(methods, colours, strict=False)), TEACHER: TEACHER_COLOUR}
+    return {**{m: style.colour for m, style in method_styles(methods).items()}, TEACHER: TEACHER_COLOUR}
+
+
+def teacher_handle(label: str, marker: str = "") -> Line2D:
+    """The teacher's legend entry: a grey dashed line (with `marker` where its points are drawn)."""
+    return Line2D([], [], color=TEACHER_COLOUR, linestyle=TEACHER_LINE, linewidth=1, marker=marker or None, label=label)
 
 
 def _new_figure(panels: int) -> tuple[Figure, list[Axes]]:
-    """A figure of `panels` panels sharing the y axis, at most MAX_COLUMNS to a row."""
+    """A figure of `panels` panels sharing the y axis, at most MAX_COLUMNS to a row (the legend
+    goes below them: `_figure_legend`)."""
     columns = min(panels, MAX_COLUMNS)
     rows = -(-panels // columns)
-    figure = Figure(figsize=(PANEL_SIZE[0] * columns + LEGEND_WIDTH, PANEL_SIZE[1] * rows), layout="constrained")
+    figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
     for unused in grid[panels:]:
@@ -75,16 +141,35 @@ def _save(figure: Figure, folder: Path, key: str) -> None:
         figure.savefig(folder / f"{key}.{suffix}", dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else {})
 
 
-def _figure_legend(figure: Figure, axes: list[Axes]) -> None:
-    """One legend for the whole figure, outside the panels on the right: the panel legend with most entries."""
-    entries = [ax.get_legend_handles_labels() for ax in axes if ax.get_legend() is not None]
-    if not entries:
-        return
-    handles, labels = max(entries, key=lambda entry: len(entry[1]))
-    for ax in axes:
-        if (legend := ax.get_legend()) is not None:
-            legend.remove()
-    figure.legend(handles, labels, loc="outside right upper", frameon=False)
+def _figure_legend(figure: Figure, handles: list[Any]) -> Legend | None:
+    """One legend for the whole figure, below its panels: in as many columns as fit the figure's
+    width (rows balanced), the figure widened where one entry alone is wider, and made taller by
+    the legend's height so that the panels keep their size and the legend covers none of them."""
+    if not handles:
+        return None
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    dpi = figure.dpi
+    available = figure.get_figwidth() * dpi - 2 * LEGEND_PAD * dpi
+
+    def place(columns: int) -> tuple[Legend, Bbox]:
+        legend = figure.legend(handles=handles, loc="outside lower center", ncols=columns, frameon=False)
+        return legend, legend.get_window_extent(renderer)
+
+    columns = len(handles)
+    legend, box = place(columns)
+    while box.width > available and columns > 1:
+        legend.remove()
+        columns -= 1
+        legend, box = place(columns)
+    rows = -(-len(handles) // columns)
+    balanced = -(-len(handles) // rows)  # the same rows, their lengths as even as can be
+    if balanced != columns:
+        legend.remove()
+        legend, box = place(balanced)
+    width, height = figure.get_size_inches()
+    width = max(width, box.width / dpi + 2 * LEGEND_PAD)
+    figure.set_size_inches(width, height + box.height / dpi + LEGEND_PAD)
+    return legend
 
 
 def _present(exp: ExperimentRuns, frame: pd.DataFrame) -> list[str]:
@@ -92,12 +177,21 @@ def _present(exp: ExperimentRuns, frame: pd.DataFrame) -> list[str]:
     return [method for method in exp.methods if method in set(frame["method"])]
 
 
-def _teacher_line(ax: Axes, exp: ExperimentRuns) -> None:
-    """The teacher's clean accuracy as a dashed reference line (its noise accuracy is not logged)."""
+def _method_handles(exp: ExperimentRuns, methods: list[str], line: bool = True) -> list[Any]:
+    """The legend entries of `methods`, in the report's order, each in its fixed style."""
+    styles = method_styles(exp.methods)
+    return [styles[m].handle(m, line) for m in exp.methods if m in methods]
+
+
+def _teacher_line(ax: Axes, exp: ExperimentRuns) -> bool:
+    """The teacher's clean accuracy as a dashed reference line (its noise accuracy is not logged);
+    whether there was one to draw."""
     teacher = teacher_runs(exp)
-    if not teacher.empty:
-        accuracy = teacher[metric_column(contract.TEACHER_TEST_ACCURACY)].mean()
-        ax.axhline(accuracy, color=TEACHER_COLOUR, linestyle="--", linewidth=1, label=f"{TEACHER}, clean")
+    if teacher.empty:
+        return False
+    accuracy = teacher[metric_column(contract.TEACHER_TEST_ACCURACY)].mean()
+    ax.axhline(accuracy, color=TEACHER_COLOUR, linestyle=TEACHER_LINE, linewidth=1)
+    return True
 
 
 def noise_frame(exp: ExperimentRuns) -> pd.DataFrame:
@@ -114,20 +208,31 @@ def noise_frame(exp: ExperimentRuns) -> pd.DataFrame:
     return frame.dropna(subset=["accuracy"]).drop_duplicates()
 
 
-def _method_lines(ax: Axes, exp: ExperimentRuns, frame: pd.DataFrame, data: pd.DataFrame, x: str) -> None:
-    """Accuracy against `x`, one line per method (mean, band ±1 std over seeds), and the teacher's line."""
+def _method_lines(ax: Axes, exp: ExperimentRuns, data: pd.DataFrame, x: str) -> list[str]:
+    """Accuracy against `x`, one line per method in its fixed style (mean, band ±1 std over seeds);
+    the methods drawn."""
+    present = _present(exp, data)
+    if not present:
+        return []
+    styles = method_styles(exp.methods)
     sns.lineplot(
         data=data,
         x=x,
         y="accuracy",
         hue="method",
-        hue_order=_present(exp, frame),
-        palette=method_colours(exp.methods),
+        hue_order=present,
+        style="method",
+        style_order=present,
+        palette={m: styles[m].colour for m in present},
+        markers={m: styles[m].marker for m in present},
+        dashes={m: styles[m].dashes for m in present},
         errorbar="sd",
-        marker="o",
+        linewidth=LINE_WIDTH,
+        markersize=MARKER_SIZE,
+        legend=False,
         ax=ax,
     )
-    _teacher_line(ax, exp)
+    return present
 
 
 def noise_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
@@ -138,11 +243,14 @@ def noise_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     kinds = list(dict.fromkeys(frame["noise"]))
     with report_style():
         figure, axes = _new_figure(len(kinds))
+        drawn: set[str] = set()
+        teacher = False
         for ax, kind in zip(axes, kinds, strict=True):
-            _method_lines(ax, exp, frame, frame[frame["noise"] == kind], "level")
+            drawn.update(_method_lines(ax, exp, frame[frame["noise"] == kind], "level"))
+            teacher = _teacher_line(ax, exp) or teacher
             ax.set(title=kind.replace("_", " "), xlabel="noise level", ylabel="test accuracy")
-            ax.legend()
-        _figure_legend(figure, axes)
+        handles = _method_handles(exp, list(drawn)) + ([teacher_handle(f"{TEACHER}, clean")] if teacher else [])
+        _figure_legend(figure, handles)
         _save(figure, folder, "accuracy_vs_noise")
     return FigureFile(
         "accuracy_vs_noise",
@@ -170,14 +278,15 @@ def time_step_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
         return None
     with report_style():
         figure, (ax,) = _new_figure(1)
-        _method_lines(ax, exp, frame, frame, "T")
+        drawn = _method_lines(ax, exp, frame, "T")
+        teacher = _teacher_line(ax, exp)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(list(exp.settings.time_steps)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set(xlabel="time steps T", ylabel="test accuracy", title="accuracy versus T")
-        ax.legend()
-        _figure_legend(figure, [ax])
+        handles = _method_handles(exp, drawn) + ([teacher_handle(f"{TEACHER}, clean")] if teacher else [])
+        _figure_legend(figure, handles)
         _save(figure, folder, "accuracy_vs_time_steps")
     return FigureFile(
         "accuracy_vs_time_steps",
@@ -187,8 +296,102 @@ def time_step_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     )
 
 
+PLAN_ARTIFACT = "space/plan.json"  # the sweep parent's resolved plan: per method its searched dims
+MAX_CATEGORIES = 8  # an unrecorded integer dim with at most this many values is drawn as categories
+LOG_SPAN = 10.0  # an unrecorded positive continuous dim spanning more than this factor gets a log axis
+DODGE = 0.8  # of a category's width, shared by the methods' points
+JITTER = 0.3  # of a method's share, each way
+
+AxisKind = Literal["categorical", "linear", "log"]
+
+
+def recorded_dims(exp: ExperimentRuns) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method, its searched dims' distributions in the space file's form (`{"categorical":
+    [5, 7]}`, `{"int": [1, 8]}`, `{"float": [1e-4, 1e-2], "log": true}`), from the plan the sweep
+    logged on its parent run (`space/plan.json`); empty where no parent run has it (an older
+    store, or runs written without a sweep)."""
+    parents = exp.with_role(Role.SWEEP)
+    if parents.empty or "run_id" not in parents.columns:
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(exp.tracking_uri)
+    for run_id in parents["run_id"]:
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                plan = json.loads(Path(client.download_artifacts(run_id, PLAN_ARTIFACT, folder)).read_text())
+        except Exception:  # an optional record: without it, the values decide
+            continue
+        methods = plan.get("methods", {}) if isinstance(plan, dict) else {}
+        return {
+            method: {str(dim): dict(dist) for dim, dist in entry.get("dims", {}).items() if isinstance(dist, dict)}
+            for method, entry in methods.items()
+            if isinstance(entry, dict)
+        }
+    return {}
+
+
+def _number(text: object) -> float | None:
+    """A param's text as a finite number, None where it is not one."""
+    try:
+        value = float(str(text))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def category(text: object) -> str:
+    """A value's tick label: a number printed with `:g` (`5`, `0.001`), anything else as it is."""
+    value = _number(text)
+    return str(text) if value is None else f"{value:g}"
+
+
+def _ordered(labels: list[str]) -> list[str]:
+    """Category labels without repeats: numbers in increasing order, then the rest in their order."""
+    unique = list(dict.fromkeys(labels))
+    numbers = sorted((label for label in unique if _number(label) is not None), key=lambda t: _number(t) or 0.0)
+    return numbers + [label for label in unique if _number(label) is None]
+
+
+def dim_axis(values: list[object], distribution: dict[str, Any] | None = None) -> tuple[AxisKind, list[str]]:
+    """How the search figure draws a searched dim: on categories (with their tick labels, in order)
+    or on a continuous axis, linear or log.
+
+    Where the sweep recorded the dim's distribution (`recorded_dims`): `categorical` -> categories
+    (its choices and any other value the trials show); `int` -> categories when the range holds at
+    most MAX_CATEGORIES values, else continuous; `float` -> continuous; a continuous axis is log
+    where the distribution is (`log: true`). Otherwise, from the values the trials logged: any
+    value not a number, or every value an integer with at most MAX_CATEGORIES distinct values
+    (student depth, T, conversion levels) -> categories; else continuous, on a log axis where
+    every value is positive and the largest is more than LOG_SPAN times the smallest (a learning
+    rate across decades).
+    """
+    labels = [category(v) for v in values]
+    numbers = [_number(v) for v in values]
+    if distribution:
+        if "categorical" in distribution:
+            return "categorical", _ordered([category(c) for c in distribution["categorical"]] + labels)
+        if "int" in distribution:
+            low, high = (int(b) for b in distribution["int"])
+            step = int(distribution.get("step") or 1)
+            grid = list(range(low, high + 1, step))
+            if not distribution.get("log") and len(grid) <= MAX_CATEGORIES:
+                return "categorical", _ordered([category(v) for v in grid] + labels)
+        if all(n is not None for n in numbers):
+            return ("log" if distribution.get("log") else "linear"), []
+    if any(n is None for n in numbers):
+        return "categorical", _ordered(labels)
+    found = [n for n in numbers if n is not None]
+    if all(n.is_integer() for n in found) and len(set(found)) <= MAX_CATEGORIES:
+        return "categorical", _ordered(labels)
+    if found and min(found) > 0 and max(found) > LOG_SPAN * min(found):
+        return "log", []
+    return "linear", []
+
+
 def search_frame(exp: ExperimentRuns) -> pd.DataFrame:
-    """Long form over finished trial runs: method, searched dim, its value, final val accuracy, pruned."""
+    """Long form over finished trial runs: method, searched dim, its value (the param's text),
+    final val accuracy, pruned."""
     rows = []
     for method in exp.methods:
         trials = exp.trials_of(method)
@@ -199,43 +402,141 @@ def search_frame(exp: ExperimentRuns) -> pd.DataFrame:
         pruned = exp.tag(Tag.PRUNED, trials) == contract.TRUE
         for dim in exp.searched_dims(method):
             for index, run in trials.iterrows():
-                value = pd.to_numeric(run.get(param_column(dim)), errors="coerce")
+                value = run.get(param_column(dim))
                 state = "pruned" if pruned[index] else "complete"
-                rows.append((method, dim, value, run[accuracy], state))
+                rows.append((method, dim, None if pd.isna(value) else str(value), run[accuracy], state))
     frame = pd.DataFrame(rows, columns=["method", "dim", "value", "val_accuracy", "trial"])
     return frame.dropna(subset=["value", "val_accuracy"])
 
 
+def _trial_points(ax: Axes, x: np.ndarray, rows: pd.DataFrame, style: MethodStyle) -> None:
+    """A method's trials at `x`: its marker, filled where the trial ran every epoch, open where pruned."""
+    accuracy = rows["val_accuracy"].to_numpy(dtype=float)
+    complete = (rows["trial"] == "complete").to_numpy()
+    ax.scatter(x[complete], accuracy[complete], marker=style.marker, s=34, color=style.colour,
+               edgecolors="white", linewidths=0.5, alpha=0.9, zorder=3)  # fmt: skip
+    ax.scatter(x[~complete], accuracy[~complete], marker=style.marker, s=34, facecolors="none",
+               edgecolors=[style.colour], linewidths=1.1, alpha=0.9, zorder=3)  # fmt: skip
+
+
+def _search_panel(
+    ax: Axes, exp: ExperimentRuns, panel: pd.DataFrame, dim: str, kind: AxisKind, ticks: list[str]
+) -> None:
+    """One searched dim: on categories, each method's points dodged into its own share of a
+    category's width and jittered within it (fixed seed); else at their values."""
+    styles = method_styles(exp.methods)
+    methods = _present(exp, panel)
+    rng = np.random.default_rng(0)
+    share = DODGE / len(methods)
+    for number, method in enumerate(methods):
+        rows = panel[panel["method"] == method]
+        if kind == "categorical":
+            base = np.array([ticks.index(category(v)) for v in rows["value"]], dtype=float)
+            offset = (number - (len(methods) - 1) / 2) * share
+            x = base + offset + rng.uniform(-JITTER, JITTER, len(rows)) * share
+        else:
+            x = np.array([_number(v) for v in rows["value"]], dtype=float)
+        _trial_points(ax, x, rows, styles[method])
+    if kind == "categorical":
+        ax.set_xticks(range(len(ticks)), labels=ticks)
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(False, axis="x")
+    elif kind == "log":
+        ax.set_xscale("log")
+    ax.set(xlabel=dim, ylabel="validation accuracy")
+
+
 def search_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
-    """Final validation accuracy of every finished trial against each searched dimension."""
+    """Final validation accuracy of every finished trial against each searched dimension: categorical
+    dims on categories, continuous ones on a linear or log axis (`dim_axis`)."""
     frame = search_frame(exp)
     if frame.empty:
         return None
     dims = list(dict.fromkeys(frame["dim"]))
+    recorded = recorded_dims(exp)
     with report_style():
         figure, axes = _new_figure(len(dims))
         for ax, dim in zip(axes, dims, strict=True):
-            sns.scatterplot(
-                data=frame[frame["dim"] == dim],
-                x="value",
-                y="val_accuracy",
-                hue="method",
-                hue_order=_present(exp, frame),
-                style="trial",
-                style_order=["complete", "pruned"],
-                palette=method_colours(exp.methods),
-                s=40,
-                alpha=0.85,
-                ax=ax,
-            )
-            ax.set(xlabel=dim, ylabel="validation accuracy")
-        _figure_legend(figure, axes)
+            panel = frame[frame["dim"] == dim]
+            distribution = next((recorded[m][dim] for m in exp.methods if dim in recorded.get(m, {})), None)
+            kind, ticks = dim_axis(list(panel["value"]), distribution)
+            _search_panel(ax, exp, panel, dim, kind, ticks)
+        grey = "0.3"
+        handles = _method_handles(exp, _present(exp, frame), line=False) + [
+            Line2D([], [], color=grey, marker="o", markersize=MARKER_SIZE, linestyle="", label="complete"),
+            Line2D(
+                [],
+                [],
+                color=grey,
+                marker="o",
+                markersize=MARKER_SIZE,
+                linestyle="",
+                markerfacecolor="none",
+                label="pruned",
+            ),  # fmt: skip
+        ]
+        _figure_legend(figure, handles)
         _save(figure, folder, "search")
     return FigureFile(
         "search",
         "The search",
         "Final validation accuracy of every finished trial against each searched dimension, per method "
-        "(pruned: stopped early by ASHA, so its accuracy is from fewer epochs).",
+        "(filled: ran every epoch; open: pruned, stopped early by ASHA, so its accuracy is from fewer epochs). "
+        "Dimensions with a few discrete values are drawn at evenly spaced categories, each method's points "
+        "side by side and jittered within its share; continuous ones at their values.",
+    )
+
+
+def attack_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
+    """Accuracy against the attack budget eps, one panel per attack, a line per method (and the
+    teacher where its attacks are logged), error bars ±1 std across seeds."""
+    frame = attack_frame(exp)
+    if frame.empty:
+        return None
+    styles = method_styles(exp.methods)
+    attacks = sorted(set(frame["attack"]))
+    with report_style():
+        figure, axes = _new_figure(len(attacks))
+        drawn: set[str] = set()
+        teacher = False
+        for ax, attack in zip(axes, attacks, strict=True):
+            data = frame[frame["attack"] == attack]
+            models = _present(exp, data) + ([TEACHER] if TEACHER in set(data["method"]) else [])
+            eps_values = sorted(set(data["eps"]))
+            width = (max(eps_values) - min(eps_values)) or 1.0
+            for number, model in enumerate(models):
+                stats = data[data["method"] == model].groupby("eps")["accuracy"].agg(["mean", "std"])
+                x = stats.index.to_numpy(dtype=float) + (number - (len(models) - 1) / 2) * width * 0.012
+                if model == TEACHER:
+                    look = {"color": TEACHER_COLOUR, "marker": TEACHER_MARKER, "linestyle": TEACHER_LINE,
+                            "markeredgecolor": TEACHER_COLOUR}  # fmt: skip
+                    teacher = True
+                else:
+                    style = styles[model]
+                    look = {"color": style.colour, "marker": style.marker, "linestyle": style.linestyle,
+                            "markeredgecolor": "white"}  # fmt: skip
+                    drawn.add(model)
+                ax.errorbar(
+                    x, stats["mean"], yerr=stats["std"].fillna(0.0).to_numpy(), **look, linewidth=LINE_WIDTH,
+                    markersize=MARKER_SIZE, markeredgewidth=0.6, elinewidth=0.8, capsize=2,
+                )  # fmt: skip
+            if len(eps_values) <= 6:
+                ax.set_xticks(eps_values, labels=[f"{eps:.3g}" for eps in eps_values])
+                ax.xaxis.set_minor_locator(NullLocator())
+            ax.set(title=attack, xlabel="eps (L-infinity, [0, 1] pixels)", ylabel="test accuracy")
+        handles = _method_handles(exp, list(drawn))
+        if teacher:
+            handles.append(teacher_handle(TEACHER, TEACHER_MARKER))
+        _figure_legend(figure, handles)
+        _save(figure, folder, ATTACK_KEY)
+    return FigureFile(
+        ATTACK_KEY,
+        "Accuracy versus attack budget",
+        f"Test accuracy against the L-infinity budget eps ([0, 1] pixel space; 0: the clean test set) at "
+        f"T = {exp.settings.reference_time_steps}, one panel per attack: points are means over seeds, error bars "
+        "±1 standard deviation, each method's points shifted slightly along eps so that the bars stay apart; "
+        "transfer images come from the ANN teacher.",
     )
 
 
@@ -262,11 +563,11 @@ def pareto_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     if found is None or found.x is None:
         return None
     x, y = found.x, found.y
-    colours = method_colours(exp.methods)
+    styles = method_styles(exp.methods)
     drawn = []
     labels: list[tuple[float, float, str, object]] = []
     with report_style():
-        figure = Figure(figsize=(FRONT_SIZE[0] + LEGEND_WIDTH, FRONT_SIZE[1]), layout="constrained")
+        figure = Figure(figsize=FRONT_SIZE, layout="constrained")
         FigureCanvasAgg(figure)
         ax = figure.subplots()
         for method in found.methods:
@@ -275,10 +576,10 @@ def pareto_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
                 continue
             drawn.append(method)
             indices.sort(key=lambda i: found.points[i][x])
-            colour = colours[method]
+            colour = styles[method].colour
             xs = [found.points[i][x] for i in indices]
             ys = [found.points[i][y] for i in indices]
-            ax.plot(xs, ys, color=colour, linewidth=1.2, alpha=0.8, zorder=2)
+            ax.plot(xs, ys, color=colour, linestyle=styles[method].linestyle, linewidth=1.2, alpha=0.8, zorder=2)
             for i in indices:
                 configuration = found.configurations[i]
                 x_stat, y_stat = pareto.stat(configuration, x), pareto.stat(configuration, y)
@@ -303,7 +604,11 @@ def pareto_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
         if found.reference is not None and x in found.reference and y in found.reference:
             ax.plot(found.reference[x], found.reference[y], marker="x", color=TEACHER_COLOUR, markersize=7, zorder=3)
         ax.set(xlabel=pareto.label(x), ylabel=pareto.label(y), title=f"{pareto.label(y)} versus {pareto.label(x)}")
-        handles = [Line2D([], [], color=colours[m], marker="o", label=m) for m in drawn]
+        handles = [  # the method's colour and line style (the markers say what a point is)
+            Line2D([], [], color=styles[m].colour, linestyle=styles[m].linestyle, linewidth=1.2, label=m)
+            for m in exp.methods
+            if m in drawn
+        ]
         handles += [
             Line2D([], [], color="0.3", marker="s", linestyle="", markerfacecolor="0.3", label="reference config."),
             Line2D([], [], color="0.3", marker="o", linestyle="", markerfacecolor="0.3", label="on its method's front"),
@@ -313,7 +618,7 @@ def pareto_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
             handles.append(
                 Line2D([], [], color=TEACHER_COLOUR, marker="x", linestyle="", label="hypervolume reference")
             )
-        figure.legend(handles=handles, loc="outside right upper", frameon=False)
+        _figure_legend(figure, handles)
         _place_labels(figure, ax, labels)
         _save(figure, folder, "pareto_front")
     better = "lower" if found.objectives[x] == "min" else "higher"
@@ -376,6 +681,7 @@ def all_figures(exp: ExperimentRuns, folder: Path) -> list[FigureFile]:
     """Draws every figure into `folder`; returns those drawn (a figure without data is skipped)."""
     drawn = [
         noise_figure(exp, folder),
+        attack_figure(exp, folder),
         time_step_figure(exp, folder),
         pareto_figure(exp, folder),
         search_figure(exp, folder),

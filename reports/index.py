@@ -13,6 +13,7 @@ from reports.summary import summary_lines
 # Reading order: each figure follows the table it draws.
 FIGURE_AFTER_TABLE = {
     "accuracy_vs_noise": "accuracy_vs_noise",
+    "accuracy_vs_eps": "accuracy_vs_eps",  # reports.attacks
     "accuracy_vs_time_steps": "accuracy_vs_time_steps",
     "pareto_front": "pareto",
     "search": "search_summary",
@@ -110,8 +111,9 @@ def _summary(exp: ExperimentRuns, reference: str | None) -> list[str]:
         *(f"- {line}" for line in summary_lines(exp, reference)),
         "",
         f"*Rules: {front}accuracy is clean test accuracy at the reference T; robustness is the mean accuracy over "
-        "every noise column; a difference is significant when its 95% confidence interval excludes 0 (table "
-        "`significance`). ± is the interval's half-width, in accuracy points.*",
+        "every noise column; a difference is significant when its Holm-corrected p-value over the significance "
+        "table is below 0.05, never with one seed or zero spread across seeds (table `significance`: intervals "
+        "over seeds and test images). ± is the interval's half-width, in accuracy points.*",
         "",
     ]
 

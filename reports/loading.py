@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.contract import (
+    PREDICTIONS_ARTIFACT,
     TEST_ACCURACY,
     TRUE,
     Capabilities,
@@ -36,6 +39,7 @@ from harness.contract import (
     timestep_metric,
 )
 from harness.errors import HarnessInputError
+from harness.predictions import Predictions, read_predictions
 from harness.tracking import absolute_tracking_uri
 
 SWEEP_HINT = "`harness sweep --space FILE` creates it"
@@ -263,6 +267,17 @@ class ExperimentRuns:
                 kept.append(configuration)
         return kept, repeated
 
+    @cached_property
+    def _predictions(self) -> dict[str, Predictions | None]:
+        return {}
+
+    def predictions(self, run_id: str) -> Predictions | None:
+        """The run's per-image test predictions (`harness.predictions`), downloaded once; None
+        for a run that logged none (an older harness, or a store it could not write)."""
+        if run_id not in self._predictions:
+            self._predictions[run_id] = _download_predictions(self.tracking_uri, run_id)
+        return self._predictions[run_id]
+
     def seeds(self) -> list[int]:
         """The seeds of the final runs."""
         return sorted({int(seed) for seed in self.column(param_column("seed"), self.finals).dropna()})
@@ -323,6 +338,16 @@ def _param(run: pd.Series, key: str, default: str) -> str:
     """A run's param (a string), or `default` where the run did not log it."""
     value = run.get(param_column(key))
     return default if value is None or pd.isna(value) else str(value)
+
+
+def _download_predictions(tracking_uri: str, run_id: str) -> Predictions | None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = MlflowClient(tracking_uri).download_artifacts(run_id, PREDICTIONS_ARTIFACT, folder)
+            return read_predictions(path)
+        except (MlflowException, OSError, ValueError):
+            return None
 
 
 def load_experiment(tracking_uri: str | None, experiment: str) -> ExperimentRuns:

@@ -167,27 +167,86 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs `table` float with caption and label, best value per column in bold."""
-    spec = "l" + ("r" if table.show_n else "") + "".join("p{3cm}" if c.wrap else "r" for c in table.columns)
-    wide = len(table.columns) > WIDE_TABLE
+    """A booktabs `table` float with caption and label, best value per column in bold. A wide table
+    (more than WIDE_TABLE columns, or wider than an article's text by the estimate) is set smaller,
+    and where it would still be wider than the text it is split into blocks of columns, one tabular
+    under the other, each repeating the row labels (`latex_blocks`)."""
+    wide = _is_wide(table)
     lines = [
         r"\begin{table}[htbp]",
         r"\centering",
         *([r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"] if wide else []),
         rf"\caption{{{latex_escape(table.title)}}}",
         rf"\label{{tab:{table.key}}}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(latex_escape(h) for h in _header(table)) + r" \\",
-        r"\midrule",
     ]
-    for row in _body(table, latex_escape, lambda text: rf"\textbf{{{text}}}", "--"):
-        lines.append(" & ".join(row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lead = 1 + table.show_n  # the label and n, before the cells
+    header = [latex_escape(h) for h in _header(table)]
+    body = list(_body(table, latex_escape, lambda text: rf"\textbf{{{text}}}", "--"))
+    blocks = latex_blocks(table) if wide else [list(range(len(table.columns)))]
+    for number, block in enumerate(blocks):
+        spec = "l" + ("r" if table.show_n else "") + "".join("p{3cm}" if table.columns[i].wrap else "r" for i in block)
+        keep = [*range(lead), *(lead + i for i in block)]
+        lines += [
+            *([r"\par\medskip"] if number else []),
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(header[i] for i in keep) + r" \\",
+            r"\midrule",
+            *(" & ".join(row[i] for i in keep) + r" \\" for row in body),
+            r"\bottomrule",
+            r"\end{tabular}",
+        ]
     if table.notes:
         lines += [r"\par\smallskip", r"\footnotesize " + latex_escape(" ".join(table.notes))]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+TEXT_WIDTH = 345.0  # pt: the text width of a plain `article` (10pt), which a table's blocks fit
+NORMAL = (5.0, 12.0)  # pt: a character of normal-size text, generously (digits are 5), and a column's padding
+SMALL = (4.2, 6.0)  # the same in a wide table: \footnotesize (digits are 4), \tabcolsep 3pt
+PARAGRAPH_WIDTH = 85.4  # pt: a wrapped column, p{3cm}
+BOLD_WIDTH = 1.12  # bold text is this much wider
+BOLD_MARK = "\0"  # marks a bold cell's text for the estimate
+
+
+def _latex_widths(table: Table, size: tuple[float, float]) -> tuple[float, list[float]]:
+    """The estimated printed widths (pt) of the row labels with n, and of each column, at `size`."""
+    char, padding = size
+    plain = list(_body(table, lambda text: text, lambda text: BOLD_MARK + text, DASH))
+    header = _header(table)
+
+    def printed(text: str) -> float:
+        return len(text.removeprefix(BOLD_MARK)) * char * (BOLD_WIDTH if text.startswith(BOLD_MARK) else 1.0)
+
+    def width(index: int) -> float:  # of the row's index-th printed column
+        return max(printed(text) for text in [header[index], *(row[index] for row in plain)]) + padding
+
+    lead = 1 + table.show_n
+    columns = [PARAGRAPH_WIDTH + padding if c.wrap else width(lead + i) for i, c in enumerate(table.columns)]
+    return sum(width(i) for i in range(lead)), columns
+
+
+def _is_wide(table: Table) -> bool:
+    """More than WIDE_TABLE columns, or wider than the text at normal size (by the estimate)."""
+    lead, columns = _latex_widths(table, NORMAL)
+    return len(table.columns) > WIDE_TABLE or lead + sum(columns) > TEXT_WIDTH
+
+
+def latex_blocks(table: Table) -> list[list[int]]:
+    """The column indices of each block a wide table's LaTeX is split into: in order, as many columns
+    to a block as fit TEXT_WIDTH beside the row labels (and n) at the wide table's size, by the
+    printed text's estimated width (one block where the whole table fits; at least one column each)."""
+    lead, columns = _latex_widths(table, SMALL)
+    blocks: list[list[int]] = [[]]
+    used = lead
+    for index, needed in enumerate(columns):
+        if blocks[-1] and used + needed > TEXT_WIDTH:
+            blocks.append([])
+            used = lead
+        blocks[-1].append(index)
+        used += needed
+    return blocks
 
 
 def to_csv(table: Table) -> str:

@@ -3,8 +3,9 @@ differences are significant.
 
 Rules (also printed in the report): accuracy is the clean test accuracy at the reference T,
 mean over the final-stage seeds; robustness is the mean, over every noise column, of a method's
-mean accuracy under that noise; a difference is significant when its 95% confidence interval
-(`reports.stats.compare`) excludes 0. Only the spiking methods are ranked; the ANN teacher is
+mean accuracy under that noise; a difference is significant when its Holm-corrected p-value over
+the significance table (`reports.significance.comparisons`) is below 0.05, never without an
+interval (one seed, or zero spread across seeds). Only the spiking methods are ranked; the ANN teacher is
 named beside them. Where a final run collapsed (`reports.tables.collapses`: its network more than
 a declared row's `collapse_points` below that row on the same run, conversion's SNN against its
 own ANN), a line after the accuracy line names the method, each such seed and both accuracies,
@@ -22,12 +23,12 @@ import math
 from harness import contract
 from reports import front as pareto
 from reports.loading import ExperimentRuns
+from reports.significance import Comparison, comparisons
 from reports.tables import (
     TEACHER,
-    Comparison,
     collapse_groups,
     collapses,
-    comparisons,
+    measure_label,
     metric_stat,
     noise_metrics,
     teacher_runs,
@@ -94,42 +95,60 @@ def robustness_line(exp: ExperimentRuns) -> str:
     return f"Most robust (mean accuracy over the {len(noise)} noise columns): {_ranking(scores)}."
 
 
+CLEAN_PAIRS_LISTED = 3  # more clean comparisons than this: name the significant ones, count the rest
+NOISY_LISTED = 6  # significant differences under noise and attack named in the line, the smallest p first
+
+
 def _clean_verdict(c: Comparison) -> str:
     r = c.result
+    head = f"{c.first} − {c.second} {_points(r.difference)} points"
     if r.low is None:
-        return f"{c.reference} − {c.baseline} {_points(r.difference)} points (one seed: no interval)"
-    interval = f"95% CI [{_points(r.low)}, {_points(r.high)}], ± {100 * r.half_width:.2f}"
-    word = "significant" if r.excludes_zero else "not significant"
-    return f"{c.reference} − {c.baseline} {_points(r.difference)} points ({interval}): {word}"
+        return f"{head} ({r.reason or 'no interval'}: no verdict)"
+    interval = f"95% CI [{_points(r.low)}, {_points(r.high)}], ± {100 * r.half_width:.2f}, {r.p_text()}"
+    return f"{head} ({interval}): {'significant' if r.significant else 'not significant'}"
 
 
 def significance_line(exp: ExperimentRuns, reference: str | None = None) -> str:
-    """Line 3: the clean differences with their intervals in words, and how many noisy ones exclude 0."""
+    """Line 3: the clean differences in words (each, or the significant ones of many pairs), and
+    how many noisy and attacked ones are significant, all by Holm-corrected p."""
     found = comparisons(exp, reference)
     if not found:
-        return "Significance: nothing to compare (a method lacks final runs at the reference T)."
+        return "Significance: nothing to compare (fewer than two methods have final runs at the reference T)."
     clean = [c for c in found if c.metric == contract.TEST_ACCURACY]
-    noisy = [c for c in found if c.metric != contract.TEST_ACCURACY]
-    line = "Clean accuracy: " + "; ".join(_clean_verdict(c) for c in clean) + "."
-    tested = [c for c in noisy if c.result.low is not None]
+    others = [c for c in found if c.metric != contract.TEST_ACCURACY]
+    family = f"Holm-corrected over the table's {len(found)} comparisons"
+    if len(clean) <= CLEAN_PAIRS_LISTED:
+        line = f"Clean accuracy ({family}): " + "; ".join(_clean_verdict(c) for c in clean) + "."
+    else:
+        significant = [c for c in clean if c.result.significant]
+        listed = "; ".join(_clean_verdict(c) for c in significant)
+        line = (
+            f"Clean accuracy ({family}): {len(significant)} of {len(clean)} pairs differ significantly"
+            + (f": {listed}." if significant else ".")
+        )
+        no_verdict = [c for c in clean if c.result.low is None]
+        if no_verdict:
+            verb = "has" if len(no_verdict) == 1 else "have"
+            line += f" {len(no_verdict)} {verb} no verdict ({no_verdict[0].result.reason})."
+    tested = [c for c in others if c.result.low is not None]
     if tested:
-        significant = [c for c in tested if c.result.excludes_zero]
+        significant = [c for c in tested if c.result.significant]
         verb = "is" if len(significant) == 1 else "are"
-        line += f" Under noise, {len(significant)} of {len(tested)} differences {verb} significant"
-        line += f" ({', '.join(_noisy_verdict(c) for c in significant)})." if significant else "."
-    elif noisy:
-        line += " Under noise: no intervals (one seed)."
+        line += f" Under noise and attack, {len(significant)} of {len(tested)} differences {verb} significant"
+        if significant:
+            named = [_noisy_verdict(c) for c in sorted(significant, key=lambda c: c.result.p_verdict)]
+            more = len(named) - NOISY_LISTED
+            line += f" ({', '.join(named[:NOISY_LISTED])}{f' and {more} more' if more > 0 else ''})."
+        else:
+            line += "."
+    elif others:
+        line += " Under noise and attack: no intervals (one seed or zero spread)."
     return line
 
 
 def _noisy_verdict(c: Comparison) -> str:
-    higher, lower = (c.reference, c.baseline) if c.result.difference > 0 else (c.baseline, c.reference)
-    return f"{higher} above {lower} under {_noise(c.metric)}"
-
-
-def _noise(metric: str) -> str:
-    kind, level = contract.parse_noise_metric(metric)
-    return f"{kind} {level:g}"
+    higher, lower = (c.first, c.second) if c.result.difference > 0 else (c.second, c.first)
+    return f"{higher} above {lower} under {measure_label(c.metric)}"
 
 
 def front_lines(exp: ExperimentRuns) -> list[str]:

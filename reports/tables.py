@@ -22,7 +22,6 @@ from harness.contract import Tag, metric_column, param_column, parse_noise_metri
 from reports import front as pareto
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table, fixed, significant
-from reports.stats import Difference, compare
 
 TEACHER = "teacher (ANN)"
 NOT_LOGGED = "not logged"
@@ -410,93 +409,14 @@ def search_table(exp: ExperimentRuns) -> Table:
     )
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """`reference` minus `baseline` on one measure at the reference T, over their seeds."""
-
-    reference: str
-    baseline: str
-    metric: str
-    a: dict[int, float]
-    b: dict[int, float]
-    result: Difference
-
-
-def comparisons(exp: ExperimentRuns, reference: str | None = None) -> list[Comparison]:
-    """`reference` (default: the sweep's first method) against each other method, clean and under
-    every noise, at the reference T (what the significance table and the summary state)."""
-    reference = reference or exp.methods[0]
-    ref_t = exp.settings.reference_time_steps
-    metrics = [contract.TEST_ACCURACY, *noise_metrics(exp)]
-    ref_runs = exp.finals_at(reference, ref_t)
-    found = []
-    for baseline in [m for m in exp.methods if m != reference]:
-        base_runs = exp.finals_at(baseline, ref_t)
-        for metric in metrics:
-            a, b = per_seed(ref_runs, metric), per_seed(base_runs, metric)
-            if a and b:
-                found.append(Comparison(reference, baseline, metric, a, b, compare(a, b)))
-    return found
-
-
-def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Table:
-    """`reference` (default: the sweep's first method, KD in the shipped spaces) minus each other
-    method at the reference T, for clean accuracy and every noise column, with a verdict in words;
-    a comparison with a method that has a collapse (`collapses`) is marked `kd vs conversion †`,
-    with a note naming each seed."""
-    reference = reference or exp.methods[0]
-    ref_t = exp.settings.reference_time_steps
-    found = collapses(exp)
-    compared = comparisons(exp, reference)
-    rows = [(f"{marked(c.reference, found)} vs {marked(c.baseline, found)}", _significance_cells(c)) for c in compared]
-    notes = [] if rows else [f"Nothing to compare: {reference} or every baseline lacks final runs at T = {ref_t}."]
-    involved = list(dict.fromkeys(m for c in compared for m in (c.reference, c.baseline)))
-    notes += _collapse_notes(exp, found, involved, "every comparison with {method} includes {seeds} (n = {n} seeds)")
-    return Table(
-        key="significance",
-        title=f"{reference} against each baseline at T = {ref_t}",
-        description=(
-            f"Difference of mean test accuracy ({reference} minus baseline) at the reference T = {ref_t}, clean and "
-            "under each noise, with its 95% confidence interval: a paired t interval over the seeds both methods "
-            "ran (one value per seed: the seeds pair, since every method's final stage uses the same seeds), "
-            "Welch's t interval where the seeds differ; undefined with a single seed. An interval that excludes 0 "
-            "marks a difference at the 5% level; the verdict says so in words."
-        ),
-        row_header="comparison",
-        columns=(
-            Column("measure"),
-            Column(reference, None),
-            Column("baseline", None),
-            Column("difference"),
-            Column("95% CI"),
-            Column("p"),
-            Column("verdict", wrap=True),
-            Column("test"),
-        ),
-        rows=tuple(rows),
-        notes=tuple(notes),
-        show_n=False,
-    )
-
-
-def _significance_cells(comparison: Comparison) -> tuple[Cell, ...]:
-    result = comparison.result
-    interval = DASH if result.low is None else f"[{result.low:+.4f}, {result.high:+.4f}]"
-    return (
-        measure_label(comparison.metric),
-        Stat.of(comparison.a.values()),
-        Stat.of(comparison.b.values()),
-        f"{result.difference:+.4f}",
-        interval,
-        DASH if result.p_value is None else f"{result.p_value:.3g}",
-        result.verdict(comparison.reference, comparison.baseline),
-        result.test,
-    )
-
-
 def measure_label(metric: str) -> str:
-    """`clean` for the test accuracy, `gaussian 0.1` for a noise metric."""
-    return "clean" if metric == contract.TEST_ACCURACY else noise_label(metric)
+    """`clean` for the test accuracy, `gaussian 0.1` for a noise metric, `pgd eps 0.03` for an attack."""
+    if metric == contract.TEST_ACCURACY:
+        return "clean"
+    if metric.startswith(contract.ATTACK):
+        name, eps = parse_noise_metric(metric)
+        return f"{name} eps {eps:g}"
+    return noise_label(metric)
 
 
 PARETO_COLUMNS = (  # measure -> column, always shown in the Pareto table
@@ -656,17 +576,3 @@ def hypervolume_table(exp: ExperimentRuns) -> Table | None:
         notes=tuple(notes),
         show_n=False,
     )
-
-
-def all_tables(exp: ExperimentRuns, reference: str | None = None) -> list[Table]:
-    """The five tables in reading order, with a Pareto sweep's front and hypervolume after the
-    efficiency table; the significance table compares `reference` with the rest."""
-    front = [table for table in (pareto_table(exp), hypervolume_table(exp)) if table is not None]
-    return [
-        noise_table(exp),
-        time_step_table(exp),
-        efficiency_table(exp),
-        *front,
-        search_table(exp),
-        significance_table(exp, reference),
-    ]

@@ -45,7 +45,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("config base", ("harness.config", "harness.config.base", "harness.config.dotted", "harness.config.yaml")),
     (
         "plugin interfaces",
-        ("harness.models", "harness.models.spikformer", "harness.noise", "harness.data", "harness.efficiency"),
+        (
+            "harness.models",
+            "harness.models.spikformer",
+            "harness.noise",
+            "harness.data",
+            "harness.efficiency",
+            "harness.attacks",
+        ),
     ),
     ("trial config", ("harness.config.sections",)),
     ("trial machinery", ("harness.context", "harness.training")),
@@ -54,6 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "resolution and the trial",
         (
+            "harness.attacks.evaluate",
             "harness.config.resolve",
             "harness.config.space",
             "harness.evaluation",

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import api
 from harness.cli import main
-from harness.contract import Role, Tag
+from harness.contract import PREDICTIONS_ARTIFACT, Role, Tag
 from harness.tracking import NETWORK_ARTIFACT
 
 
@@ -48,6 +48,33 @@ def test_a_finished_trial_logs_its_network_and_evaluate_adds_metrics_without_tra
     again = api.evaluate(run_id=outcome.run_id, overrides=[("eval.time_steps", [1, 2, 4, 8])], tracking_uri=uri)
     assert again[outcome.run_id]["test_accuracy"] == outcome.metrics["test_accuracy"]
     assert "timestep/8" in again[outcome.run_id] and "timestep/8" not in outcome.metrics
+
+
+def test_the_test_predictions_are_kept_and_a_re_evaluation_adds_to_them(trained_run, tmp_path: Path) -> None:
+    """`harness train` logs the per-image predictions of every accuracy; `harness evaluate` adds the
+    new noise level's to the same file and keeps the earlier ones."""
+    import numpy as np
+
+    from harness.predictions import LABELS, correct, read_predictions
+
+    uri, outcome = trained_run
+    client = MlflowClient(uri)
+
+    def stored() -> dict[str, np.ndarray]:
+        folder = tmp_path / f"download-{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        return read_predictions(client.download_artifacts(outcome.run_id, PREDICTIONS_ARTIFACT, str(folder)))
+
+    first = stored()
+    assert set(first) == {LABELS, "test_accuracy", "noise/gaussian/0.1", "noise/salt_pepper/0.05"}
+    for metric in ("test_accuracy", "noise/gaussian/0.1"):
+        assert float(np.mean(correct(first, metric))) == pytest.approx(outcome.metrics[metric], abs=1e-6)
+    api.evaluate(run_id=outcome.run_id, overrides=[("eval.noise.gaussian", [0.3])], tracking_uri=uri)
+    second = stored()
+    assert set(second) == set(first) | {"noise/gaussian/0.3"}
+    assert np.array_equal(second["test_accuracy"], first["test_accuracy"])
+    metrics = client.get_run(outcome.run_id).data.metrics
+    assert float(np.mean(correct(second, "noise/gaussian/0.3"))) == pytest.approx(metrics["noise/gaussian/0.3"])
 
 
 def test_evaluate_refuses_in_one_line(trained_run, capsys, tmp_path: Path) -> None:

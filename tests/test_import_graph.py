@@ -60,6 +60,7 @@ def test_every_registry_checks_its_entries_with_a_function_its_module_defines_or
         "harness.noise",
         "harness.models.encoders",
         "harness.data.augment",
+        "harness.attacks",
     }
     for module, call in registries:
         check = call.args[2] if len(call.args) > 2 else next(k.value for k in call.keywords if k.arg == "check")

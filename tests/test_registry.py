@@ -66,7 +66,7 @@ def test_every_built_in_comes_from_this_distributions_entry_points() -> None:
             (provider,) = registry.providers(name)
             assert provider.distribution == "snn-kd-harness"
             registry.get(name)  # loads and passes its registry's check
-    assert set(REGISTRIES) == {"methods", "models", "datasets", "noises", "encoders", "augmentations"}
+    assert set(REGISTRIES) == {"methods", "models", "datasets", "noises", "encoders", "augmentations", "attacks"}
 
 
 def test_a_plugin_method_owns_its_section(install_plugin, tiny_space: Path) -> None:

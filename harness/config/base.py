@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails
 
 from harness.errors import HarnessInputError
@@ -46,8 +47,8 @@ class Section(BaseModel):
         # `allow_inf_nan=False` covers fields typed `float`; this covers every other way a float
         # gets in (fields typed `Any`, `dict[str, Any]`, a categorical's choices, a plugin's
         # section that allows inf/nan for its own fields).
-        for name in type(self).model_fields:
-            found = _non_finite(getattr(self, name), (name,))
+        for name, field in type(self).model_fields.items():
+            found = _non_finite(getattr(self, name), (key_of(name, field),))
             if found is not None:
                 raise error_at(found[0], found[1], "finite_number")
         return self
@@ -116,16 +117,28 @@ def describe_error(error: Mapping[str, Any], known_keys: KnownKeys | None = None
     return loc, f"{error['msg']} (got {error.get('input')!r})"
 
 
+def key_of(name: str, field: FieldInfo) -> str:
+    """The key a file, `--set` and a dump use for field `name`: its alias where it has one (a
+    Python keyword such as `bkd.lambda` is the field `lambda_` with the alias `lambda`)."""
+    return field.alias or name
+
+
+def keys_of(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by the keys a file gives them (`key_of`)."""
+    return {key_of(name, field): field for name, field in model.model_fields.items()}
+
+
 def fields_of(model: type[BaseModel]) -> KnownKeys:
-    """`KnownKeys` of one model: its fields at the top, its nested sections' fields below."""
+    """`KnownKeys` of one model: its fields at the top, its nested sections' fields below (by
+    their keys: an aliased field by its alias)."""
 
     def known(parents: tuple[Any, ...]) -> list[str]:
         current: Any = model
         for part in parents:
-            field = current.model_fields.get(part) if isinstance(part, str) else None
+            field = keys_of(current).get(part) if isinstance(part, str) else None
             current = field.annotation if field is not None else None
             if not (isinstance(current, type) and issubclass(current, BaseModel)):
                 return []
-        return sorted(current.model_fields)
+        return sorted(keys_of(current))
 
     return known

@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness.attacks import AttackConfig, attack_options
 from harness.config.base import (
     NonNegativeInt,
     PositiveFloat,
@@ -51,6 +52,7 @@ from harness.errors import HarnessInputError, PluginError
 from harness.models.args import MODELS, ModelArgs, family_name, model_family
 from harness.models.encoders import ENCODERS
 from harness.noise import NOISES, check_level, is_event_noise
+from harness.noise.presets import noise_preset
 
 DEFAULT_METHOD = "kd"
 
@@ -231,6 +233,20 @@ class EvalConfig(Section):
     reference_time_steps: TimeSteps = 4
     time_steps: tuple[TimeSteps, ...] = (1, 2, 4, 8)
     noise: dict[str, tuple[Annotated[float, Field(ge=0)], ...]] = Field(default_factory=dict)
+    # L-infinity attacks (`harness.attacks`): name -> its options (`{eps: [...], steps: 10}`; a
+    # list of eps is short for `{eps: [...]}`), each eps an `attack/<name>/<eps>` metric.
+    attacks: dict[str, SerializeAsAny[AttackConfig]] = Field(default_factory=dict)
+
+    @field_validator("attacks", mode="before")
+    @classmethod
+    def _known_attacks(cls, attacks: Any) -> Any:
+        # Errors at `eval.attacks.<name>[.<key>]`, each naming the attack and key (`attack_options`).
+        if not isinstance(attacks, Mapping):
+            return attacks  # pydantic's own "expected a mapping"
+        return {
+            name: value if isinstance(value, AttackConfig) else attack_options(name, value)
+            for name, value in attacks.items()
+        }
 
     @field_validator("time_steps")
     @classmethod
@@ -238,6 +254,18 @@ class EvalConfig(Section):
         if not steps:
             raise ValueError("expected at least one time step")
         return tuple(sorted(set(steps)))
+
+    @field_validator("noise", mode="before")
+    @classmethod
+    def _preset(cls, noise: Any) -> Any:
+        # `eval.noise: cifar-c` names a preset (`harness.noise.presets`): it becomes its levels
+        # here, so the resolved config (and what a run logs) holds the levels themselves.
+        if not isinstance(noise, str):
+            return noise
+        try:
+            return noise_preset(noise)
+        except HarnessInputError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("noise")
     @classmethod
@@ -319,6 +347,13 @@ class TrialConfig(Section):
                     list(self.eval.noise[noise]),
                     message=f"noise {noise!r} corrupts {kinds[1]}, and dataset {self.dataset.name!r} holds {kinds[0]}",
                 )
+        if entry.frames and self.eval.attacks:
+            name = next(iter(self.eval.attacks))
+            raise error_at(
+                ("eval", "attacks", name),
+                list(self.eval.attacks[name].eps),
+                message=f"attack {name!r} perturbs images in [0, 1]; dataset {self.dataset.name!r} holds event frames",
+            )
         if entry.frames and self.dataset.image_size is not None:
             raise error_at(
                 ("dataset", "image_size"), self.dataset.image_size, message="event data keeps its sensor's size"

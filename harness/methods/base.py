@@ -12,7 +12,8 @@ itself:
   `teacher`); a sweep samples only the dims of the sections a method reads, and a run logs
   only those params (`read_sections`).
 - `capabilities` (`harness.contract.Capabilities`): whether it needs a teacher, trains at a T,
-  reads its time-step curve off one run, and which extra rows it adds to reports. The sweep
+  reads its time-step curve off one run, which extra rows it adds to reports, and what its
+  white-box attacks differentiate (`attack_gradient`, with `Method.attack_model`). The sweep
   and the reports act on these, never on names.
 """
 
@@ -22,6 +23,7 @@ import keyword
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from harness.attacks import AttackModel, attacks_need_teacher
 from harness.config.base import Section
 from harness.config.sections import ALWAYS_READ, OPTIONS_FIELD, TrialConfig, core_sections
 from harness.context import TrialContext
@@ -94,6 +96,16 @@ class Method(ABC):
         """Method-specific final metrics (e.g. `teacher_test_accuracy`)."""
         return {}
 
+    def attack_model(self) -> AttackModel:
+        """What the white-box attacks of `eval.attacks` (`fgsm`, `pgd`) differentiate, with a
+        one-line description (`harness.attacks.evaluate`). By default the spiking network
+        itself at the evaluation T, through its surrogate gradient (BPTT over all T steps), as
+        `Capabilities.attack_gradient = "surrogate"` declares. A method whose network has no
+        usable gradient returns another differentiable network of the same images (and says
+        which in `Capabilities.attack_gradient`); the adversarial images are evaluated on
+        `network()` either way."""
+        return AttackModel(self.network(), self.eval_time_steps)
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training after a restart (weights, optimiser, RNG)."""
@@ -124,6 +136,8 @@ def check_method(name: str, entry: Any) -> None:
         raise ValueError(f"reads names sections the harness does not have: {', '.join(unknown)}")
     if entry.capabilities.needs_teacher and "teacher" not in entry.reads | ALWAYS_READ:
         raise ValueError("it needs a teacher but does not read the `teacher` section")
+    if not (isinstance(entry.capabilities.attack_gradient, str) and entry.capabilities.attack_gradient):
+        raise TypeError("capabilities.attack_gradient must name what its white-box attacks differentiate")
     if entry.capabilities.trains_at_time_steps and "snn" not in entry.reads | ALWAYS_READ:
         raise ValueError("it trains at snn.time_steps but does not read the `snn` section")
     if entry.options is not None:
@@ -152,6 +166,14 @@ def create_method(name: str, ctx: TrialContext) -> Method:
 def list_methods() -> list[str]:
     """Names of the registered methods."""
     return METHODS.names()
+
+
+def uses_teacher(config: TrialConfig) -> bool:
+    """Whether a trial of `config` uses the ANN teacher of `teacher.*`: its method distils from
+    it (`Capabilities.needs_teacher`), or an attack of `eval.attacks` is crafted on it
+    (`Attack.needs_teacher`: `transfer`). The one place that decides it: a sweep trains these
+    teachers up front, a run is tagged with its teacher's key and its checkpoint is checked."""
+    return METHODS.get(config.method).capabilities.needs_teacher or attacks_need_teacher(config.eval.attacks)
 
 
 def read_sections(method: str) -> frozenset[str]:

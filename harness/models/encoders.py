@@ -80,11 +80,16 @@ class DirectEncoding(Encoder):
 
 
 class PoissonEncoding(Encoder):
-    """Bernoulli spikes with the pixel's intensity as the probability, independently per step."""
+    """Bernoulli spikes with the pixel's intensity as the probability, independently per step.
+
+    The sampling has no gradient; when the images require one (an attack's input gradient,
+    `harness.attacks`), it passes straight through, as the derivative of the expected spike
+    `d E[s] / d p = 1`; the spikes' values are the same."""
 
     def forward(self, images: Tensor, time_steps: int) -> Tensor:
         x = images.clamp(0.0, 1.0)
-        return (torch.rand((time_steps, *x.shape), device=x.device, dtype=x.dtype) < x).to(x.dtype)
+        spikes = (torch.rand((time_steps, *x.shape), device=x.device, dtype=x.dtype) < x).to(x.dtype)
+        return spikes + (x - x.detach()) if x.requires_grad else spikes
 
     def analog(self) -> Encoder:
         return RateEncoding()

@@ -16,7 +16,15 @@ from harness.progress import write
 from harness.run_spec import run_spec
 from harness.sweep.front import front_point_of
 from harness.sweep.plan import SweepPlan
-from harness.sweep.protocol import BACKFILL_KEY, EPOCH_KEY, FAILURE_KEY, NODE_KEY, PROVENANCE_KEY, PlannedTrial
+from harness.sweep.protocol import (
+    BACKFILL_KEY,
+    EPOCH_KEY,
+    FAILURE_KEY,
+    NODE_KEY,
+    PREDICTIONS_FILE,
+    PROVENANCE_KEY,
+    PlannedTrial,
+)
 from harness.tracking import TrialRecorder
 
 
@@ -123,8 +131,11 @@ class MlflowTrialCallback(tune.Callback):
         if not path.exists():
             return
         recorder.set_tags({Tag.CHECKPOINT: str(path.resolve())})
+        predictions = path.parent / PREDICTIONS_FILE
         try:
             recorder.log_network_file(path)
+            if predictions.exists():
+                recorder.log_predictions_file(predictions)
         except (MlflowException, OSError) as exc:  # an artifact store it cannot write: the sweep goes on
             _progress(f"{planned.label()}: its network was not logged ({type(exc).__name__}: {exc}); see {path}")
 

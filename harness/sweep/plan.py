@@ -22,7 +22,7 @@ from harness.config.space import EPOCH_METRICS, Distribution, SpaceFile, load_sp
 from harness.contract import COST_METRICS, Capabilities
 from harness.errors import HarnessInputError
 from harness.files import FRESH_START, DamagedState, read_json, write_json_atomically
-from harness.methods.base import METHODS, read_sections
+from harness.methods.base import METHODS, read_sections, uses_teacher
 
 PLAN_FILE = "plan.json"  # the resolved plan of the sweep in its folder; --resume must match it
 
@@ -108,9 +108,9 @@ def plan_sweep(path: str | Path, overrides: list[tuple[str, Any]] | None = None)
     check_objectives(space, plans, str(path))
     from harness.teacher import check_teacher_checkpoint  # here: Ray workers import this module, not the teacher
 
-    for resolved, method_plan in zip(trials, plans, strict=True):  # files last: a config that cannot work first
+    for resolved in trials:  # files last: a config that cannot work first
         check_dataset_files(resolved)
-        if method_plan.capabilities.needs_teacher:
+        if uses_teacher(resolved.config):
             check_teacher_checkpoint(resolved.config, resolved.label("teacher.checkpoint"))
     return SweepPlan(space, str(path), tuple(plans))
 

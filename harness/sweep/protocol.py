@@ -31,6 +31,7 @@ FAILURE_KEY = "harness_failure_reason"  # a trial's last result carries it when 
 NODE_KEY = "harness_node_id"  # the Ray node that ran the epoch; becomes the run's tag `harness.node`
 BACKFILL_KEY = "harness_backfill"  # the first result after a restart: {epoch: metrics} of the saved epochs
 PROVENANCE_KEY = "harness_provenance"  # the first result of a (re)start: JSON of `harness.trial.provenance`
+PREDICTIONS_FILE = "predictions.npz"  # a finished trial's test predictions (harness.predictions), by its checkpoints
 
 TRAINED_T = "snn.time_steps"  # the key a final run of a method that trains at a T sets
 

@@ -329,8 +329,8 @@ def make_searcher(plan: SweepPlan, folder: Path | None = None, gate: TeacherGate
 
 
 def trial_settings(plan: MethodPlan, evaluation: str) -> dict[str, Any]:
-    """What a search trial of `plan` sets besides its samples: with `clean` evaluation, no noise and
-    the reference T as the only T of the curve."""
+    """What a search trial of `plan` sets besides its samples: with `clean` evaluation, no noise, no
+    attacks and the reference T as the only T of the curve."""
     if evaluation == "full":
         return {}
-    return {"eval.noise": {}, "eval.time_steps": [plan.config.eval.reference_time_steps]}
+    return {"eval.noise": {}, "eval.attacks": {}, "eval.time_steps": [plan.config.eval.reference_time_steps]}

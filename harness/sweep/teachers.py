@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.config.sections import TrialConfig
 from harness.config.space import ResourcesConfig
+from harness.methods.base import uses_teacher
 from harness.sweep.final import final_seeds
 from harness.sweep.plan import SweepPlan
 from harness.sweep.search import TeacherGate
@@ -22,15 +23,16 @@ from harness.teacher import TEACHER_FAILED, TEACHER_FILE, teacher_key_of
 
 
 def teachers_needed(plan: SweepPlan) -> dict[str, dict[str, TrialConfig]]:
-    """Per method that needs a teacher, the distinct teachers its search and final runs use (by key)."""
+    """Per method whose runs use a teacher (`uses_teacher`: it distils, or an attack of its
+    `eval.attacks` is crafted on the teacher), the distinct teachers its search and final runs
+    use (by key)."""
     needed: dict[str, dict[str, TrialConfig]] = {}
     for method_plan in plan.methods:
-        if not method_plan.capabilities.needs_teacher:
-            continue
         base_seed = method_plan.config.seed
         for seed in sorted({base_seed, *final_seeds(plan.space, base_seed)}):
             config = method_plan.trial_config({"seed": seed})
-            needed.setdefault(method_plan.method, {}).setdefault(teacher_key_of(config), config)
+            if uses_teacher(config):
+                needed.setdefault(method_plan.method, {}).setdefault(teacher_key_of(config), config)
     return needed
 
 
@@ -52,7 +54,7 @@ def start_teachers(plan: SweepPlan, teacher_cache: Path, resources: ResourcesCon
     missing = {key: c for key, c in configs.items() if not (teacher_cache / key / TEACHER_FILE).exists()}
     for key in missing:
         (teacher_cache / key / TEACHER_FAILED).unlink(missing_ok=True)  # a failure before a resume: try again
-    alone = all(p.capabilities.needs_teacher for p in plan.methods)
+    alone = all(p.method in needed for p in plan.methods)
     cpus = _teacher_cpus(resources, len(missing)) if alone else resources.cpu
     task = ray.remote(num_cpus=cpus, num_gpus=resources.gpu)(train_teacher_task)
     refs = [task.remote(config.model_dump(mode="json"), str(teacher_cache)) for config in missing.values()]

@@ -33,14 +33,24 @@ from harness.config.resolve import build_trial_config
 from harness.errors import HarnessInputError, TrialFailed
 from harness.files import write_atomically, write_text_atomically
 from harness.sweep.plan import SweepPlan
-from harness.sweep.protocol import BACKFILL_KEY, EPOCH_KEY, FAILURE_KEY, NODE_KEY, PROVENANCE_KEY, PlannedTrial
+from harness.sweep.protocol import (
+    BACKFILL_KEY,
+    EPOCH_KEY,
+    FAILURE_KEY,
+    NODE_KEY,
+    PREDICTIONS_FILE,
+    PROVENANCE_KEY,
+    PlannedTrial,
+)
 
 if TYPE_CHECKING:
     from harness.methods import Method
 
 
 class TrialCheckpoints:
-    """One trial's checkpoints, `epoch-<N>.pt` in `folder`; the newest two are kept (one once done)."""
+    """One trial's checkpoints, `epoch-<N>.pt` in `folder`; the newest two are kept (one once done).
+    A finished trial's test predictions lie beside them (`PREDICTIONS_FILE`), written before its
+    last checkpoint, so a trial whose last checkpoint exists has them."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -74,6 +84,14 @@ class TrialCheckpoints:
         keep = 1 if done else 2
         for _, old in self._files()[:-keep]:
             old.unlink(missing_ok=True)
+
+    def save_predictions(self, predictions: dict[str, Any]) -> None:
+        """Writes the final evaluation's per-image predictions whole (`harness.predictions`)."""
+        from harness.predictions import LABELS, encode_predictions
+
+        predicted = {key: value for key, value in predictions.items() if key != LABELS}
+        data = encode_predictions(predictions[LABELS], predicted)
+        write_atomically(self.folder / PREDICTIONS_FILE, lambda scratch: Path(scratch).write_bytes(data))
 
 
 def run_trial(
@@ -138,6 +156,7 @@ def run_trial(
             state=state,
             log=lambda _: None,
             describe=describe,
+            on_predictions=saved.save_predictions,
         )
     except (TrialFailed, HarnessInputError) as exc:
         # Deterministic (a NaN loss, a plugin that returns the wrong thing, a damaged cached

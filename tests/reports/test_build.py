@@ -10,7 +10,14 @@ from mlflow.tracking import MlflowClient
 
 from reports.tables import COLLAPSE_MARK
 
-TABLES = ("accuracy_vs_noise", "accuracy_vs_time_steps", "efficiency", "search_summary", "significance")
+TABLES = (
+    "accuracy_vs_noise",
+    "corruption_summary",
+    "accuracy_vs_time_steps",
+    "efficiency",
+    "search_summary",
+    "significance",
+)
 FIGURES = ("accuracy_vs_noise", "accuracy_vs_time_steps", "search")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -158,18 +165,43 @@ def test_the_sweep_logs_its_report_and_tags_searched_dims(smoke_report: Path, sm
     assert all(r.data.tags["harness.searched"] == dims[r.data.tags["harness.method"]] for r in trials)
 
 
-def test_significance_rows_pair_kd_with_each_baseline(smoke_report: Path, read_csv) -> None:
+def test_significance_rows_pair_every_two_methods(smoke_report: Path, read_csv) -> None:
     import csv
 
     with (smoke_report.parent / "tables" / "significance.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     noise = _unmarked(read_csv(smoke_report.parent / "tables" / "accuracy_vs_noise.csv"))
-    assert {(r["comparison"].removesuffix(MARK), r["measure"]) for r in rows} == {
-        (f"kd vs {baseline}", measure) for baseline in ("direct", "conversion") for measure in ("clean", "gaussian 0.1")
+    pairs = [("kd", "direct"), ("kd", "conversion"), ("direct", "conversion")]
+    assert {(r["comparison"].replace(MARK, ""), r["measure"]) for r in rows} == {
+        (f"{first} vs {second}", measure) for first, second in pairs for measure in ("clean", "gaussian 0.1")
     }
     for row in rows:
-        baseline = row["comparison"].removeprefix("kd vs ").removesuffix(MARK)
+        first, second = row["comparison"].replace(MARK, "").split(" vs ")
         column = row["measure"]
-        expected = float(noise["kd"][f"{column} mean"]) - float(noise[baseline][f"{column} mean"])
+        expected = float(noise[first][f"{column} mean"]) - float(noise[second][f"{column} mean"])
         assert float(row["difference"]) == pytest.approx(expected, abs=1e-4)
-        assert row["test"] == "n=1: no CI" and row["95% CI"] == "–"  # one final seed
+        assert row["test"] == "n=1: no CI" and row["95% CI"] == "–" and row["Holm p"] == "–"  # one final seed
+        assert row["verdict"] == "no verdict (one seed)"
+
+
+def test_every_finished_run_keeps_its_test_predictions(smoke_sweep) -> None:
+    """Each final and trial run of the real sweep logs `predictions/test.npz`: the labels and, per
+    accuracy, the class of every test image, whose mean right equals the logged metric."""
+    import tempfile
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from harness.contract import PREDICTIONS_ARTIFACT
+    from harness.predictions import correct, read_predictions
+
+    _, options, _ = smoke_sweep
+    client = MlflowClient(options.tracking_uri)
+    experiment = client.get_experiment_by_name(options.experiment)
+    finals = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'final'", max_results=100)
+    assert finals
+    for run in finals:
+        with tempfile.TemporaryDirectory() as folder:
+            predictions = read_predictions(client.download_artifacts(run.info.run_id, PREDICTIONS_ARTIFACT, folder))
+        for metric in ("test_accuracy", "noise/gaussian/0.1"):
+            assert float(np.nanmean(correct(predictions, metric))) == pytest.approx(run.data.metrics[metric], abs=1e-6)

@@ -16,8 +16,9 @@ from baselines.conversion import ConversionMethod
 from reports.build import build_report
 from reports.loading import load_experiment
 from reports.render import to_markdown
+from reports.significance import significance_table
 from reports.summary import summary_lines
-from reports.tables import Collapse, collapses, noise_table, significance_table
+from reports.tables import Collapse, collapses, noise_table
 
 from .conftest import REFERENCE_T, SEEDS, TIME_STEPS, write_store
 
@@ -84,10 +85,12 @@ def test_significance_is_a_paired_t_interval_over_the_seeds(written_store: str, 
     low, high = (float(x) for x in row["95% CI"].strip("[]").split(","))
     assert low == pytest.approx(statistics.fmean(deltas) - half, abs=1e-4)
     assert high == pytest.approx(statistics.fmean(deltas) + half, abs=1e-4)
-    assert row["verdict"] == (
-        "kd higher (the CI excludes 0)" if low > 0 else "no significant difference (the CI includes 0)"
-    )
-    assert ("kd vs conversion", "salt_pepper 0.05") in rows
+    raw, holm = float(row["p"]), float(row["Holm p"])
+    assert raw == pytest.approx(stats.ttest_rel([kd[s] for s in SEEDS], [direct[s] for s in SEEDS]).pvalue, rel=1e-2)
+    assert holm >= raw  # Holm over every comparison of the table
+    verdict = "kd higher" if holm < 0.05 else "no significant difference"
+    assert row["verdict"] == f"{verdict} (Holm p = {holm:.2g})"
+    assert ("kd vs conversion", "salt_pepper 0.05") in rows and ("direct vs conversion", "clean") in rows
 
 
 def test_the_report_opens_with_three_lines_that_answer(written_store: str, complete_report: Path) -> None:
@@ -109,11 +112,15 @@ def test_the_report_opens_with_three_lines_that_answer(written_store: str, compl
     deltas = [kd[s] - direct[s] for s in SEEDS]
     half = stats.t.ppf(0.975, len(deltas) - 1) * statistics.stdev(deltas) / len(deltas) ** 0.5
     assert f"kd − direct {100 * statistics.fmean(deltas):+.2f} points" in significance
-    assert f"± {100 * half:.2f}): significant" in significance
-    noisy = re.search(r"Under noise, (\d+) of \d+ differences (is|are) significant(?: \((.*)\))?\.$", significance)
+    assert re.search(rf"± {100 * half:.2f}, Holm p = [\d.e-]+\): (not )?significant", significance)
+    assert "Holm-corrected over the table's" in significance
+    noisy = re.search(
+        r"Under noise and attack, (\d+) of \d+ differences (is|are) significant(?: \((.*)\))?\.$", significance
+    )
     assert noisy and (noisy[2] == "is") == (noisy[1] == "1")
-    named = noisy[3].split(", ") if noisy[3] else []
-    assert len(named) == int(noisy[1]) and all(re.fullmatch(r"\w+ above \w+ under \w+ [\d.]+", n) for n in named)
+    named = re.sub(r" and \d+ more$", "", noisy[3]).split(", ") if noisy[3] else []
+    assert len(named) == min(int(noisy[1]), 6)  # the six smallest p named, the rest counted
+    assert all(re.fullmatch(r"\w+ above \w+ under \w+ [\d.]+", n) for n in named)
 
 
 def test_a_partial_experiment_renders_what_exists_and_says_what_is_missing(partial_report: Path, read_csv) -> None:
@@ -256,7 +263,7 @@ def test_no_collapse_no_mark_no_note_no_summary_line(collapse_store: str, experi
     noise = noise_table(exp)
     assert [label for label, _ in noise.rows] == ["teacher (ANN)", "kd", "direct", "conversion", "conversion (ANN)"]
     significance = significance_table(exp)
-    assert {label for label, _ in significance.rows} == {"kd vs direct", "kd vs conversion"}
+    assert {label for label, _ in significance.rows} == {"kd vs direct", "kd vs conversion", "direct vs conversion"}
     for table in (noise, significance):
         assert "†" not in to_markdown(table) and not any("collapse" in note for note in table.notes)
     lines = summary_lines(exp)
