@@ -146,7 +146,7 @@ class ReportRow:
         note: One sentence the report prints under the table about what the row is.
         collapse_points: A final run whose own clean test accuracy falls more than this many points
             (percentage points, i.e. 100 x fraction) below this row's `clean_metric` of the same run
-            is a collapse, which the report marks (`reports.tables.collapses`); None: no check.
+            is a collapse, which the report marks (`reports.collapse.collapses`); None: no check.
     """
 
     label: str

@@ -24,19 +24,16 @@ import pandas as pd
 
 from harness import contract
 from harness.contract import Tag, metric_column, parse_noise_metric
+from reports.collapse import collapse_groups, collapses, marked
 from reports.loading import ExperimentRuns
-from reports.render import DASH, Cell, Column, Stat, Table
+from reports.render import DASH, Cell, Column, Stat, Table, words
 from reports.tables import (
     SEED,
     TEACHER,
-    collapse_groups,
-    collapses,
-    marked,
     metric_stat,
     per_seed,
     renamed,
     teacher_runs,
-    words,
 )
 
 KEY = "accuracy_vs_eps"  # the table's and the figure's file stem

@@ -273,3 +273,8 @@ def _csv_fields(cell: Cell) -> list[str]:
     if isinstance(cell, Stat):
         return [repr(cell.mean), "" if math.isnan(cell.std) else repr(cell.std), str(cell.n)]
     return ["" if cell is None else cell, "", ""]
+
+
+def words(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

@@ -5,7 +5,7 @@ A pair's difference on one measure comes from `reports.stats.compare`: where bot
 runs logged their per-image test predictions, the interval counts the seeds and the test images
 (a crossed seeds x images variance); otherwise the seeds alone. The p-values of the whole table
 are one family for Holm's correction, and each verdict reads the corrected one. A comparison
-with a method whose final run collapsed (`reports.tables.collapses`) is marked.
+with a method whose final run collapsed (`reports.collapse.collapses`) is marked.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pandas as pd
 from harness import contract
 from harness.contract import metric_column, parse_noise_metric
 from harness.predictions import correct
+from reports.collapse import collapse_notes, collapses, marked
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table
 from reports.stats import Difference, compare, holm_adjusted
-from reports.tables import SEED, _collapse_notes, collapses, marked, measure_label, noise_metrics, per_seed
+from reports.tables import SEED, measure_label, noise_metrics, per_seed
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def significance_table(exp: ExperimentRuns, reference: str | None = None) -> Tab
             "older harness): the interval counts the seeds only."
         )
     involved = list(dict.fromkeys(m for c in compared for m in (c.first, c.second)))
-    notes += _collapse_notes(exp, found, involved, "every comparison with {method} includes {seeds} (n = {n} seeds)")
+    notes += collapse_notes(exp, found, involved, "every comparison with {method} includes {seeds} (n = {n} seeds)")
     pairs = "Every pair of methods" if reference is None else f"{reference} against each other method"
     title = f"{pairs} at T = {ref_t}"
     return Table(

@@ -6,7 +6,7 @@ mean over the final-stage seeds; robustness is the mean, over every noise column
 mean accuracy under that noise; a difference is significant when its Holm-corrected p-value over
 the significance table (`reports.significance.comparisons`) is below 0.05, never without an
 interval (one seed, or zero spread across seeds). Only the spiking methods are ranked; the ANN teacher is
-named beside them. Where a final run collapsed (`reports.tables.collapses`: its network more than
+named beside them. Where a final run collapsed (`reports.collapse.collapses`: its network more than
 a declared row's `collapse_points` below that row on the same run, conversion's SNN against its
 own ANN), a line after the accuracy line names the method, each such seed and both accuracies,
 and says that its means and comparisons include that seed; no line where none did.
@@ -22,17 +22,16 @@ import math
 
 from harness import contract
 from reports import front as pareto
+from reports.collapse import collapse_groups, collapses
 from reports.loading import ExperimentRuns
+from reports.render import words
 from reports.significance import Comparison, comparisons
 from reports.tables import (
     TEACHER,
-    collapse_groups,
-    collapses,
     measure_label,
     metric_stat,
     noise_metrics,
     teacher_runs,
-    words,
 )
 
 

@@ -5,7 +5,7 @@ table's description (reference T, one run per seed). A Pareto sweep (`search.obj
 the table of its retrained front configurations and their hypervolume (`reports.front`).
 
 A final run whose network fell more than a declared report row's `collapse_points` below that
-row on the same run (conversion's SNN against its own ANN) is a collapse (`collapses`): the noise
+row on the same run (conversion's SNN against its own ANN) is a collapse (`reports.collapse`): the noise
 and significance tables mark the method's rows (`conversion †`) and name each such seed in a
 note; its cells still include it, never silently.
 """
@@ -13,20 +13,19 @@ note; its cells still include it, never silently.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pandas as pd
 
 from harness import contract
 from harness.contract import Tag, metric_column, param_column, parse_noise_metric
 from reports import front as pareto
+from reports.collapse import collapse_notes, collapses, marked
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table, fixed, significant
 
 TEACHER = "teacher (ANN)"
 NOT_LOGGED = "not logged"
 SEED = param_column("seed")
-COLLAPSE_MARK = "†"  # after the label of a method with a collapsed final run
 
 
 def metric_stat(frame: pd.DataFrame, metric: str) -> Stat | None:
@@ -84,103 +83,6 @@ def teacher_runs(exp: ExperimentRuns) -> pd.DataFrame:
     return runs[teacher.notna() & ~teacher.duplicated()]
 
 
-@dataclass(frozen=True)
-class Collapse:
-    """A final run at the reference T whose network fell more than a declared report row's
-    `collapse_points` below that row's clean accuracy on the same run (`ReportRow.collapse_points`).
-
-    Attributes:
-        method: The method.
-        seed: The run's seed.
-        accuracy: The run's own clean test accuracy (`test_accuracy`, a fraction).
-        reference_accuracy: The row's clean accuracy on the same run (its `clean_metric`).
-        label: The row's label (`ANN`).
-        gap: `reference_accuracy - accuracy` in points (100 x fraction).
-        threshold: The row's `collapse_points`.
-    """
-
-    method: str
-    seed: int
-    accuracy: float
-    reference_accuracy: float
-    label: str
-    gap: float
-    threshold: float
-
-
-def collapses(exp: ExperimentRuns) -> list[Collapse]:
-    """Every collapse among the final runs at the reference T, by method, report row and seed.
-
-    For each method's report rows that set `collapse_points`, a run is a collapse where its
-    `test_accuracy` is more than that many points below the row's `clean_metric` of the same run;
-    runs lacking either value are skipped, and so are rows of older stores without the field.
-    """
-    reference = exp.settings.reference_time_steps
-    own = metric_column(contract.TEST_ACCURACY)
-    found = []
-    for method in exp.methods:
-        runs = exp.finals_at(method, reference)
-        for row in exp.capabilities(method).report_rows:
-            other = metric_column(row.clean_metric)
-            if row.collapse_points is None or runs.empty or not {SEED, own, other} <= set(runs.columns):
-                continue
-            values = runs[[SEED, own, other]].dropna()
-            for seed, accuracy, row_accuracy in sorted(values.itertuples(index=False), key=lambda v: int(v[0])):
-                gap = round(100 * (float(row_accuracy) - float(accuracy)), 9)  # no float noise at the threshold
-                if gap > row.collapse_points:
-                    found.append(
-                        Collapse(
-                            method, int(seed), float(accuracy), float(row_accuracy), row.label, gap, row.collapse_points
-                        )
-                    )
-    return found
-
-
-def collapse_groups(found: list[Collapse]) -> dict[tuple[str, str, float], list[Collapse]]:
-    """`found` by (method, row label, threshold), in their order: one note or sentence each."""
-    groups: dict[tuple[str, str, float], list[Collapse]] = {}
-    for collapse in found:
-        groups.setdefault((collapse.method, collapse.label, collapse.threshold), []).append(collapse)
-    return groups
-
-
-def marked(method: str, found: list[Collapse]) -> str:
-    """`conversion †` where `method` has a collapse in `found`, else the plain name."""
-    return f"{method} {COLLAPSE_MARK}" if any(c.method == method for c in found) else method
-
-
-def words(items: list[str]) -> str:
-    """`a`, `a and b`, `a, b and c`."""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
-
-
-def _collapse_notes(exp: ExperimentRuns, found: list[Collapse], methods: list[str], included: str) -> list[str]:
-    """One note per collapsed method of `methods` and report row: each seed with both accuracies
-    and the gap; `included` ends it, saying what of the table includes them (its fields: `{method}`,
-    `{them}`: it or them, `{seeds}`: that seed or those seeds, `{n}`: the method's runs)."""
-    reference = exp.settings.reference_time_steps
-    notes = []
-    for (method, label, threshold), group in collapse_groups(found).items():
-        if method not in methods:
-            continue
-        seeds = words(
-            [
-                f"seed {c.seed}'s network is {c.gap:.1f} points below its own {label} at T = {reference} "
-                f"({c.accuracy:.3f} against {c.reference_accuracy:.3f})"
-                for c in group
-            ]
-        )
-        runs = exp.finals_at(method, reference)
-        n = stat.n if (stat := metric_stat(runs, contract.TEST_ACCURACY)) is not None else len(runs)
-        one = len(group) == 1
-        them, seeds_word = ("it", "that seed") if one else ("them", "those seeds")
-        notes.append(
-            f"`{marked(method, found)}`: {seeds}, more than the {threshold:g}-point collapse threshold; "
-            f"{included.format(method=method, them=them, seeds=seeds_word, n=n)}."
-        )
-    return notes
-
-
 def _scope(exp: ExperimentRuns) -> str:
     settings = exp.settings
     seeds = exp.seeds()
@@ -221,7 +123,7 @@ def noise_table(exp: ExperimentRuns) -> Table:
                 rows.append((f"{method} ({extra.label})", cells))
                 if extra.note:
                     notes.append(f"`{method} ({extra.label})`: {extra.note}.")
-    notes += _collapse_notes(exp, found, exp.methods, "the row's mean and std include {them} (n = {n})")
+    notes += collapse_notes(exp, found, exp.methods, "the row's mean and std include {them} (n = {n})")
     return Table(
         key="accuracy_vs_noise",
         title=f"Test accuracy under input noise at T = {reference}",

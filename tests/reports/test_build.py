@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from reports.tables import COLLAPSE_MARK
+from reports.collapse import COLLAPSE_MARK
 
 TABLES = (
     "accuracy_vs_noise",

@@ -14,11 +14,12 @@ from scipy import stats
 
 from baselines.conversion import ConversionMethod
 from reports.build import build_report
+from reports.collapse import Collapse, collapses
 from reports.loading import load_experiment
 from reports.render import to_markdown
 from reports.significance import significance_table
 from reports.summary import summary_lines
-from reports.tables import Collapse, collapses, noise_table
+from reports.tables import noise_table
 
 from .conftest import REFERENCE_T, SEEDS, TIME_STEPS, write_store
 
