@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, ScalarFormatter
 from matplotlib.transforms import Bbox
 
 from harness import contract
@@ -444,7 +444,20 @@ def _search_panel(
         ax.grid(False, axis="x")
     elif kind == "log":
         ax.set_xscale("log")
+        # Plain numbers at the major and minor ticks (a range within a decade has no major tick
+        # but gets labelled minor ones, as `2x10^0` by default).
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
     ax.set(xlabel=dim, ylabel="validation accuracy")
+
+
+def _minor_log_label(value: float, _: int) -> str:
+    """A minor tick of a log axis labelled where it is 2, 3 or 5 times a power of ten (so that
+    neighbouring labels do not collide), else unlabelled."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (2, 3, 5)) else ""
 
 
 def search_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
@@ -463,7 +476,7 @@ def search_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
             kind, ticks = dim_axis(list(panel["value"]), distribution)
             _search_panel(ax, exp, panel, dim, kind, ticks)
         grey = "0.3"
-        handles = _method_handles(exp, _present(exp, frame), line=False) + [
+        states = [] if (frame["trial"] == "complete").all() else [
             Line2D([], [], color=grey, marker="o", markersize=MARKER_SIZE, linestyle="", label="complete"),
             Line2D(
                 [],
@@ -475,8 +488,8 @@ def search_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
                 markerfacecolor="none",
                 label="pruned",
             ),  # fmt: skip
-        ]
-        _figure_legend(figure, handles)
+        ]  # the filled/open key only where some trial was pruned
+        _figure_legend(figure, _method_handles(exp, _present(exp, frame), line=False) + states)
         _save(figure, folder, "search")
     return FigureFile(
         "search",

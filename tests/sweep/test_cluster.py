@@ -166,7 +166,8 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path: Path, ml
     # Tune counts the results since the retry started: fewer than the epochs, as the retry went
     # on from the trial's checkpoint instead of starting again at epoch 1.
     assert last["training_iteration"] < epochs, "the retry started from scratch, not from the checkpoint"
-    assert sorted(p.name for p in checkpoints.iterdir()) == [f"epoch-{epochs}.pt"]  # done: the last one kept
+    # Done: the last checkpoint kept, and the final evaluation's test predictions beside it.
+    assert sorted(p.name for p in checkpoints.iterdir()) == [f"epoch-{epochs}.pt", "predictions.npz"]
 
     (run,) = [r for r in mlflow_runs(tracking_uri, "killed") if r.data.tags["harness.role"] == "trial"]
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics

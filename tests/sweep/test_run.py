@@ -322,9 +322,10 @@ def test_every_sweep_run_records_how_to_reproduce_it(smoke_sweep, mlflow_runs) -
         if run.data.tags["harness.role"] == "sweep":
             continue
         assert run.data.tags["harness.device"]
-        pruned = run.data.tags.get("harness.pruned") == "true"  # a trial trained to the end logs its network
+        # A trial trained to the end logs its network and its test predictions.
+        pruned = run.data.tags.get("harness.pruned") == "true"
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"] + (
-            [] if pruned else ["model"]
+            [] if pruned else ["model", "predictions"]
         )
         digests.add(tuple(sorted((d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs)))
         method = run.data.params["method"]
