@@ -32,50 +32,16 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import pandas as pd
-
 from harness import contract
-from harness.contract import metric_column, param_column, parse_noise_metric
+from harness.contract import parse_noise_metric
 from harness.errors import HarnessInputError
 from reports.loading import ExperimentRuns
-from reports.render import DASH, Cell, Column, Stat, Table, fixed
+from reports.render import DASH, Cell, Column, Stat, Table, fixed, words
+from reports.tables import noise_label, noise_metrics, per_seed
 
 KEY = "corruption_summary"
-SEED = param_column("seed")
 ZERO = 1e-12  # a baseline denominator at or below this is no degradation
 FLAG = "--corruption-baseline"
-
-
-def _per_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
-    """`metric` per seed (runs of one seed averaged), for the runs that logged it."""
-    column = metric_column(metric)
-    if column not in runs.columns:
-        return {}
-    values = runs[[SEED, column]].dropna()
-    return {int(seed): float(value) for seed, value in values.groupby(SEED)[column].mean().items()}
-
-
-def noise_columns(exp: ExperimentRuns) -> list[str]:
-    """Every `noise/<type>/<level>` metric of the final runs, by the space's type order, then level
-    (the noise table's order)."""
-    prefix = metric_column(contract.NOISE)
-    names = [c.removeprefix("metrics.") for c in exp.finals.columns if c.startswith(prefix)]
-    order = list(exp.settings.noise)
-
-    def key(name: str) -> tuple[int, str, float]:
-        kind, level = parse_noise_metric(name)
-        return (order.index(kind) if kind in order else len(order), kind, level)
-
-    return sorted(names, key=key)
-
-
-def _label(metric: str) -> str:
-    kind, level = parse_noise_metric(metric)
-    return f"{kind} {level:g}"
-
-
-def _words(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def check_corruption_baseline(exp: ExperimentRuns, baseline: str | None) -> None:
@@ -144,14 +110,14 @@ class Summary:
 def measured(exp: ExperimentRuns) -> list[Measured]:
     """Each method with final runs at the reference T, in the sweep's order."""
     reference = exp.settings.reference_time_steps
-    noise = noise_columns(exp)
+    noise = noise_metrics(exp)
     found = []
     for method in exp.methods:
         runs = exp.finals_at(method, reference)
         if runs.empty:
             continue
-        logged = {m: values for m in noise if (values := _per_seed(runs, m))}
-        found.append(Measured(method, _per_seed(runs, contract.TEST_ACCURACY), logged))
+        logged = {m: values for m in noise if (values := per_seed(runs, m))}
+        found.append(Measured(method, per_seed(runs, contract.TEST_ACCURACY), logged))
     return found
 
 
@@ -162,7 +128,7 @@ def corruption_summary(
     logged, against `baseline` (default: `default_baseline`); `methods` is `measured(exp)`."""
     methods = measured(exp) if methods is None else methods
     with_noise = [m for m in methods if m.noise]
-    columns = [c for c in noise_columns(exp) if with_noise and all(c in m.noise for m in with_noise)]
+    columns = [c for c in noise_metrics(exp) if with_noise and all(c in m.noise for m in with_noise)]
     types: dict[str, list[str]] = {}
     for column in columns:
         types.setdefault(parse_noise_metric(column)[0], []).append(column)
@@ -212,7 +178,7 @@ def corruption_table(exp: ExperimentRuns, baseline: str | None = None) -> Table 
         HarnessInputError: `baseline` is not a method of the experiment (naming `--corruption-baseline`).
     """
     check_corruption_baseline(exp, baseline)
-    if not noise_columns(exp):
+    if not noise_metrics(exp):
         return None
     reference = exp.settings.reference_time_steps
     methods = measured(exp)
@@ -275,12 +241,12 @@ def _notes(exp: ExperimentRuns, methods: list[Measured], summary: Summary, chose
     without = [m.method for m in methods if not m.noise]
     if without:
         them = "its row shows" if len(without) == 1 else "their rows show"
-        notes.append(f"{_words([f'`{m}`' for m in without])} logged no noise metric: {them} clean accuracy only.")
+        notes.append(f"{words([f'`{m}`' for m in without])} logged no noise metric: {them} clean accuracy only.")
     with_noise = [m for m in methods if m.noise]
-    left_out = [c for c in noise_columns(exp) if c not in summary.columns and any(c in m.noise for m in with_noise)]
+    left_out = [c for c in noise_metrics(exp) if c not in summary.columns and any(c in m.noise for m in with_noise)]
     if left_out:
         parts = [
-            f"{_label(c)} (not logged by {_words([f'`{m.method}`' for m in with_noise if c not in m.noise])})"
+            f"{noise_label(c)} (not logged by {words([f'`{m.method}`' for m in with_noise if c not in m.noise])})"
             for c in left_out
         ]
         notes.append(f"Left out, not logged by every method with noise metrics: {'; '.join(parts)}.")
@@ -291,7 +257,7 @@ def _notes(exp: ExperimentRuns, methods: list[Measured], summary: Summary, chose
             continue
         partial = sorted(set(m.clean) - set(m.complete_seeds(summary.columns)))
         if partial:
-            seeds = _words([str(s) for s in partial])
+            seeds = words([str(s) for s in partial])
             one = len(partial) == 1
             notes.append(
                 f"`{m.method}`: seed{'' if one else 's'} {seeds} lack{'s' if one else ''} some of the columns used; "
@@ -323,5 +289,5 @@ def _notes(exp: ExperimentRuns, methods: list[Measured], summary: Summary, chose
                 if len(kinds) < len(summary.types)
                 else f"no {'relative ' if which != 'CE' else ''}mCE ({DASH})"
             )
-            notes.append(f"The baseline `{summary.baseline}` {what} under {_words(kinds)}: no {which} there; {rest}.")
+            notes.append(f"The baseline `{summary.baseline}` {what} under {words(kinds)}: no {which} there; {rest}.")
     return notes
