@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from harness import contract
@@ -27,6 +28,7 @@ from harness.contract import Tag, metric_column, parse_noise_metric
 from reports.collapse import collapse_groups, collapses, marked
 from reports.loading import ExperimentRuns
 from reports.render import DASH, Cell, Column, Stat, Table, words
+from reports.significance import per_seed_samples
 from reports.tables import (
     SEED,
     TEACHER,
@@ -99,7 +101,8 @@ class Masking:
         method: The method.
         eps: The budget.
         square: Mean accuracy under `square` (fraction).
-        pgd: Mean accuracy under `pgd` (fraction).
+        pgd: Mean accuracy under `pgd` (fraction), on square's images where the runs kept their
+            per-image predictions.
         gap: `pgd - square` in points (100 x fraction), the mean over the seeds that ran both.
         spread: The standard deviation of that gap over those seeds, in points (NaN for one seed).
         n: The seeds that ran both.
@@ -114,11 +117,30 @@ class Masking:
     n: int
 
 
+def _on_the_same_images(
+    exp: ExperimentRuns, runs: pd.DataFrame, metric: str, subset_metric: str
+) -> dict[int, float] | None:
+    """Per seed, the accuracy under `metric` on the images `subset_metric` evaluated (square's
+    subset), from the runs' per-image predictions; None where a run kept none."""
+    on_all = per_seed_samples(exp, runs, metric)
+    on_subset = per_seed_samples(exp, runs, subset_metric)
+    if on_all is None or on_subset is None:
+        return None
+    found = {}
+    for seed in on_all.keys() & on_subset.keys():
+        chosen = ~np.isnan(on_subset[seed]) & ~np.isnan(on_all[seed])
+        if chosen.any():
+            found[seed] = float(on_all[seed][chosen].mean())
+    return found or None
+
+
 def maskings(exp: ExperimentRuns) -> list[Masking]:
     """Every (method, eps) whose `square` accuracy is below its `pgd` accuracy by more than the
     run-to-run noise: the mean over seeds of the per-seed gap (`pgd - square`, the seeds that ran
     both) is above 0 and above the gap's standard deviation over those seeds (with one seed there
-    is no spread to compare with, and any gap above 0 counts)."""
+    is no spread to compare with, and any gap above 0 counts). PGD's accuracy is read on square's
+    own subset of images where the runs kept their per-image predictions (the same images, so a
+    subset that happens to be harder is no false alarm), else on the whole test split."""
     reference = exp.settings.reference_time_steps
     by_name: dict[str, dict[float, str]] = {}
     for metric in attack_metrics(exp):
@@ -131,7 +153,8 @@ def maskings(exp: ExperimentRuns) -> list[Masking]:
             pgd_metric = by_name.get(CHECKED, {}).get(eps)
             if pgd_metric is None:
                 continue
-            square, pgd = per_seed(runs, square_metric), per_seed(runs, pgd_metric)
+            square = per_seed(runs, square_metric)
+            pgd = _on_the_same_images(exp, runs, pgd_metric, square_metric) or per_seed(runs, pgd_metric)
             gaps = Stat.of(100 * (pgd[seed] - square[seed]) for seed in square.keys() & pgd.keys())
             if gaps is None or gaps.mean <= 0 or (gaps.n > 1 and not gaps.mean > gaps.std):
                 continue

@@ -107,3 +107,21 @@ def test_final_runs_keep_predictions_of_every_noise_and_attack(family_sweep) -> 
             assert float(np.nanmean(right)) == pytest.approx(run.data.metrics[metric], abs=1e-6)
         unattacked = np.isnan(correct(predictions, attack_metric("square", 0.05)))
         assert int(unattacked.sum()) == len(predictions["labels"]) - 30  # square's subset: 30 images
+
+
+def test_the_masking_check_reads_pgd_on_squares_own_images(family_sweep) -> None:
+    """PGD's accuracy in the square-versus-PGD check is taken on the images square attacked, from
+    the runs' predictions: here recomputed by hand from the artifacts of one method's runs."""
+    from reports.attacks import _on_the_same_images
+    from reports.loading import load_experiment
+
+    _, options, _ = family_sweep
+    exp = load_experiment(options.tracking_uri, options.experiment)
+    runs = exp.finals_at("direct", 2)
+    found = _on_the_same_images(exp, runs, attack_metric("pgd", 0.05), attack_metric("square", 0.05))
+    assert found is not None and set(found) == {1, 2}
+    for _, run in runs.iterrows():
+        predictions = exp.predictions(run["run_id"])
+        square = correct(predictions, attack_metric("square", 0.05))
+        pgd = correct(predictions, attack_metric("pgd", 0.05))
+        assert found[int(run["params.seed"])] == pytest.approx(float(pgd[~np.isnan(square)].mean()))
