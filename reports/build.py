@@ -12,9 +12,8 @@ import uuid
 from pathlib import Path
 
 from harness.errors import HarnessInputError
-from reports.contents import all_tables
+from reports.contents import all_figures, all_tables
 from reports.corruption import check_corruption_baseline
-from reports.figures import all_figures
 from reports.index import index_markdown
 from reports.loading import load_experiment
 from reports.render import to_csv, to_latex, to_markdown

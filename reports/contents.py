@@ -1,4 +1,4 @@
-"""The report's tables in reading order: the one list `reports.build` renders and `report.md` indexes.
+"""The report's tables and figures in reading order: the lists `reports.build` renders and `report.md` indexes.
 
 Each table lives in the module of its idea (`reports.tables`: accuracy, time steps, efficiency,
 search and the Pareto tables; `reports.corruption`; `reports.attacks`; `reports.significance`),
@@ -8,10 +8,14 @@ module imports another's list.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reports.attacks import attack_table
 from reports.corruption import corruption_table
+from reports.figures import FigureFile, attack_figure, noise_figure, pareto_figure, time_step_figure
 from reports.loading import ExperimentRuns
 from reports.render import Table
+from reports.search_figure import search_figure
 from reports.significance import significance_table
 from reports.tables import efficiency_table, hypervolume_table, noise_table, pareto_table, search_table, time_step_table
 
@@ -34,3 +38,15 @@ def all_tables(
         search_table(exp),
         significance_table(exp, reference),
     ]
+
+
+def all_figures(exp: ExperimentRuns, folder: Path) -> list[FigureFile]:
+    """Draws every figure into `folder`; returns those drawn (a figure without data is skipped)."""
+    drawn = [
+        noise_figure(exp, folder),
+        attack_figure(exp, folder),
+        time_step_figure(exp, folder),
+        pareto_figure(exp, folder),
+        search_figure(exp, folder),
+    ]
+    return [figure for figure in drawn if figure is not None]

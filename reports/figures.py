@@ -8,21 +8,18 @@ palette (ten colours; further methods continue with evenly spaced hues) and a ma
 style of its own, so lines stay apart in greyscale print and where two colours are close. Styles
 follow the sweep's method order (`ExperimentRuns.methods`), and so does every legend. The legend
 is one per figure, below the panels in as many columns as fit the figure's width, the figure made
-taller by its height so that it covers no data however many methods there are (`_figure_legend`).
+taller by its height so that it covers no data however many methods there are (`figure_legend`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -30,11 +27,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, ScalarFormatter
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 from matplotlib.transforms import Bbox
 
 from harness import contract
-from harness.contract import Role, Tag, metric_column, param_column, parse_noise_metric
+from harness.contract import metric_column, parse_noise_metric
 from reports import front as pareto
 from reports.attacks import KEY as ATTACK_KEY
 from reports.attacks import attack_frame
@@ -122,9 +119,9 @@ def teacher_handle(label: str, marker: str = "") -> Line2D:
     return Line2D([], [], color=TEACHER_COLOUR, linestyle=TEACHER_LINE, linewidth=1, marker=marker or None, label=label)
 
 
-def _new_figure(panels: int) -> tuple[Figure, list[Axes]]:
+def new_figure(panels: int) -> tuple[Figure, list[Axes]]:
     """A figure of `panels` panels sharing the y axis, at most MAX_COLUMNS to a row (the legend
-    goes below them: `_figure_legend`)."""
+    goes below them: `figure_legend`)."""
     columns = min(panels, MAX_COLUMNS)
     rows = -(-panels // columns)
     figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), layout="constrained")
@@ -135,13 +132,13 @@ def _new_figure(panels: int) -> tuple[Figure, list[Axes]]:
     return figure, list(grid[:panels])
 
 
-def _save(figure: Figure, folder: Path, key: str) -> None:
+def save_figure(figure: Figure, folder: Path, key: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for suffix in ("png", "pdf"):
         figure.savefig(folder / f"{key}.{suffix}", dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else {})
 
 
-def _figure_legend(figure: Figure, handles: list[Any]) -> Legend | None:
+def figure_legend(figure: Figure, handles: list[Any]) -> Legend | None:
     """One legend for the whole figure, below its panels: in as many columns as fit the figure's
     width (rows balanced), the figure widened where one entry alone is wider, and made taller by
     the legend's height so that the panels keep their size and the legend covers none of them."""
@@ -172,12 +169,12 @@ def _figure_legend(figure: Figure, handles: list[Any]) -> Legend | None:
     return legend
 
 
-def _present(exp: ExperimentRuns, frame: pd.DataFrame) -> list[str]:
+def present_methods(exp: ExperimentRuns, frame: pd.DataFrame) -> list[str]:
     """The methods with data in `frame`, in the report's order (the legend lists only these)."""
     return [method for method in exp.methods if method in set(frame["method"])]
 
 
-def _method_handles(exp: ExperimentRuns, methods: list[str], line: bool = True) -> list[Any]:
+def method_handles(exp: ExperimentRuns, methods: list[str], line: bool = True) -> list[Any]:
     """The legend entries of `methods`, in the report's order, each in its fixed style."""
     styles = method_styles(exp.methods)
     return [styles[m].handle(m, line) for m in exp.methods if m in methods]
@@ -211,7 +208,7 @@ def noise_frame(exp: ExperimentRuns) -> pd.DataFrame:
 def _method_lines(ax: Axes, exp: ExperimentRuns, data: pd.DataFrame, x: str) -> list[str]:
     """Accuracy against `x`, one line per method in its fixed style (mean, band ±1 std over seeds);
     the methods drawn."""
-    present = _present(exp, data)
+    present = present_methods(exp, data)
     if not present:
         return []
     styles = method_styles(exp.methods)
@@ -242,16 +239,16 @@ def noise_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
         return None
     kinds = list(dict.fromkeys(frame["noise"]))
     with report_style():
-        figure, axes = _new_figure(len(kinds))
+        figure, axes = new_figure(len(kinds))
         drawn: set[str] = set()
         teacher = False
         for ax, kind in zip(axes, kinds, strict=True):
             drawn.update(_method_lines(ax, exp, frame[frame["noise"] == kind], "level"))
             teacher = _teacher_line(ax, exp) or teacher
             ax.set(title=kind.replace("_", " "), xlabel="noise level", ylabel="test accuracy")
-        handles = _method_handles(exp, list(drawn)) + ([teacher_handle(f"{TEACHER}, clean")] if teacher else [])
-        _figure_legend(figure, handles)
-        _save(figure, folder, "accuracy_vs_noise")
+        handles = method_handles(exp, list(drawn)) + ([teacher_handle(f"{TEACHER}, clean")] if teacher else [])
+        figure_legend(figure, handles)
+        save_figure(figure, folder, "accuracy_vs_noise")
     return FigureFile(
         "accuracy_vs_noise",
         "Accuracy versus noise level",
@@ -277,7 +274,7 @@ def time_step_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     if frame.empty:
         return None
     with report_style():
-        figure, (ax,) = _new_figure(1)
+        figure, (ax,) = new_figure(1)
         drawn = _method_lines(ax, exp, frame, "T")
         teacher = _teacher_line(ax, exp)
         ax.set_xscale("log", base=2)
@@ -285,219 +282,14 @@ def time_step_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set(xlabel="time steps T", ylabel="test accuracy", title="accuracy versus T")
-        handles = _method_handles(exp, drawn) + ([teacher_handle(f"{TEACHER}, clean")] if teacher else [])
-        _figure_legend(figure, handles)
-        _save(figure, folder, "accuracy_vs_time_steps")
+        handles = method_handles(exp, drawn) + ([teacher_handle(f"{TEACHER}, clean")] if teacher else [])
+        figure_legend(figure, handles)
+        save_figure(figure, folder, "accuracy_vs_time_steps")
     return FigureFile(
         "accuracy_vs_time_steps",
         "Accuracy versus time steps",
         "Clean test accuracy against T (log2 axis), from the same runs as the table above; "
         "lines are means over seeds, bands ±1 standard deviation; dashed: the ANN teacher.",
-    )
-
-
-PLAN_ARTIFACT = "space/plan.json"  # the sweep parent's resolved plan: per method its searched dims
-MAX_CATEGORIES = 8  # an unrecorded integer dim with at most this many values is drawn as categories
-LOG_SPAN = 10.0  # an unrecorded positive continuous dim spanning more than this factor gets a log axis
-DODGE = 0.8  # of a category's width, shared by the methods' points
-JITTER = 0.3  # of a method's share, each way
-
-AxisKind = Literal["categorical", "linear", "log"]
-
-
-def recorded_dims(exp: ExperimentRuns) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method, its searched dims' distributions in the space file's form (`{"categorical":
-    [5, 7]}`, `{"int": [1, 8]}`, `{"float": [1e-4, 1e-2], "log": true}`), from the plan the sweep
-    logged on its parent run (`space/plan.json`); empty where no parent run has it (an older
-    store, or runs written without a sweep)."""
-    parents = exp.with_role(Role.SWEEP)
-    if parents.empty or "run_id" not in parents.columns:
-        return {}
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(exp.tracking_uri)
-    for run_id in parents["run_id"]:
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                plan = json.loads(Path(client.download_artifacts(run_id, PLAN_ARTIFACT, folder)).read_text())
-        except Exception:  # an optional record: without it, the values decide
-            continue
-        methods = plan.get("methods", {}) if isinstance(plan, dict) else {}
-        return {
-            method: {str(dim): dict(dist) for dim, dist in entry.get("dims", {}).items() if isinstance(dist, dict)}
-            for method, entry in methods.items()
-            if isinstance(entry, dict)
-        }
-    return {}
-
-
-def _number(text: object) -> float | None:
-    """A param's text as a finite number, None where it is not one."""
-    try:
-        value = float(str(text))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def category(text: object) -> str:
-    """A value's tick label: a number printed with `:g` (`5`, `0.001`), anything else as it is."""
-    value = _number(text)
-    return str(text) if value is None else f"{value:g}"
-
-
-def _ordered(labels: list[str]) -> list[str]:
-    """Category labels without repeats: numbers in increasing order, then the rest in their order."""
-    unique = list(dict.fromkeys(labels))
-    numbers = sorted((label for label in unique if _number(label) is not None), key=lambda t: _number(t) or 0.0)
-    return numbers + [label for label in unique if _number(label) is None]
-
-
-def dim_axis(values: list[object], distribution: dict[str, Any] | None = None) -> tuple[AxisKind, list[str]]:
-    """How the search figure draws a searched dim: on categories (with their tick labels, in order)
-    or on a continuous axis, linear or log.
-
-    Where the sweep recorded the dim's distribution (`recorded_dims`): `categorical` -> categories
-    (its choices and any other value the trials show); `int` -> categories when the range holds at
-    most MAX_CATEGORIES values, else continuous; `float` -> continuous; a continuous axis is log
-    where the distribution is (`log: true`). Otherwise, from the values the trials logged: any
-    value not a number, or every value an integer with at most MAX_CATEGORIES distinct values
-    (student depth, T, conversion levels) -> categories; else continuous, on a log axis where
-    every value is positive and the largest is more than LOG_SPAN times the smallest (a learning
-    rate across decades).
-    """
-    labels = [category(v) for v in values]
-    numbers = [_number(v) for v in values]
-    if distribution:
-        if "categorical" in distribution:
-            return "categorical", _ordered([category(c) for c in distribution["categorical"]] + labels)
-        if "int" in distribution:
-            low, high = (int(b) for b in distribution["int"])
-            step = int(distribution.get("step") or 1)
-            grid = list(range(low, high + 1, step))
-            if not distribution.get("log") and len(grid) <= MAX_CATEGORIES:
-                return "categorical", _ordered([category(v) for v in grid] + labels)
-        if all(n is not None for n in numbers):
-            return ("log" if distribution.get("log") else "linear"), []
-    if any(n is None for n in numbers):
-        return "categorical", _ordered(labels)
-    found = [n for n in numbers if n is not None]
-    if all(n.is_integer() for n in found) and len(set(found)) <= MAX_CATEGORIES:
-        return "categorical", _ordered(labels)
-    if found and min(found) > 0 and max(found) > LOG_SPAN * min(found):
-        return "log", []
-    return "linear", []
-
-
-def search_frame(exp: ExperimentRuns) -> pd.DataFrame:
-    """Long form over finished trial runs: method, searched dim, its value (the param's text),
-    final val accuracy, pruned."""
-    rows = []
-    for method in exp.methods:
-        trials = exp.trials_of(method)
-        trials = trials[(trials["status"] == "FINISHED")]
-        accuracy = metric_column(contract.VAL_ACCURACY)
-        if accuracy not in trials.columns:
-            continue
-        pruned = exp.tag(Tag.PRUNED, trials) == contract.TRUE
-        for dim in exp.searched_dims(method):
-            for index, run in trials.iterrows():
-                value = run.get(param_column(dim))
-                state = "pruned" if pruned[index] else "complete"
-                rows.append((method, dim, None if pd.isna(value) else str(value), run[accuracy], state))
-    frame = pd.DataFrame(rows, columns=["method", "dim", "value", "val_accuracy", "trial"])
-    return frame.dropna(subset=["value", "val_accuracy"])
-
-
-def _trial_points(ax: Axes, x: np.ndarray, rows: pd.DataFrame, style: MethodStyle) -> None:
-    """A method's trials at `x`: its marker, filled where the trial ran every epoch, open where pruned."""
-    accuracy = rows["val_accuracy"].to_numpy(dtype=float)
-    complete = (rows["trial"] == "complete").to_numpy()
-    ax.scatter(x[complete], accuracy[complete], marker=style.marker, s=34, color=style.colour,
-               edgecolors="white", linewidths=0.5, alpha=0.9, zorder=3)  # fmt: skip
-    ax.scatter(x[~complete], accuracy[~complete], marker=style.marker, s=34, facecolors="none",
-               edgecolors=[style.colour], linewidths=1.1, alpha=0.9, zorder=3)  # fmt: skip
-
-
-def _search_panel(
-    ax: Axes, exp: ExperimentRuns, panel: pd.DataFrame, dim: str, kind: AxisKind, ticks: list[str]
-) -> None:
-    """One searched dim: on categories, each method's points dodged into its own share of a
-    category's width and jittered within it (fixed seed); else at their values."""
-    styles = method_styles(exp.methods)
-    methods = _present(exp, panel)
-    rng = np.random.default_rng(0)
-    share = DODGE / len(methods)
-    for number, method in enumerate(methods):
-        rows = panel[panel["method"] == method]
-        if kind == "categorical":
-            base = np.array([ticks.index(category(v)) for v in rows["value"]], dtype=float)
-            offset = (number - (len(methods) - 1) / 2) * share
-            x = base + offset + rng.uniform(-JITTER, JITTER, len(rows)) * share
-        else:
-            x = np.array([_number(v) for v in rows["value"]], dtype=float)
-        _trial_points(ax, x, rows, styles[method])
-    if kind == "categorical":
-        ax.set_xticks(range(len(ticks)), labels=ticks)
-        ax.set_xlim(-0.5, len(ticks) - 0.5)
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.grid(False, axis="x")
-    elif kind == "log":
-        ax.set_xscale("log")
-        # Plain numbers at the major and minor ticks (a range within a decade has no major tick
-        # but gets labelled minor ones, as `2x10^0` by default).
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
-    ax.set(xlabel=dim, ylabel="validation accuracy")
-
-
-def _minor_log_label(value: float, _: int) -> str:
-    """A minor tick of a log axis labelled where it is 2, 3 or 5 times a power of ten (so that
-    neighbouring labels do not collide), else unlabelled."""
-    if value <= 0:
-        return ""
-    mantissa = value / 10 ** math.floor(math.log10(value))
-    return f"{value:g}" if any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (2, 3, 5)) else ""
-
-
-def search_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
-    """Final validation accuracy of every finished trial against each searched dimension: categorical
-    dims on categories, continuous ones on a linear or log axis (`dim_axis`)."""
-    frame = search_frame(exp)
-    if frame.empty:
-        return None
-    dims = list(dict.fromkeys(frame["dim"]))
-    recorded = recorded_dims(exp)
-    with report_style():
-        figure, axes = _new_figure(len(dims))
-        for ax, dim in zip(axes, dims, strict=True):
-            panel = frame[frame["dim"] == dim]
-            distribution = next((recorded[m][dim] for m in exp.methods if dim in recorded.get(m, {})), None)
-            kind, ticks = dim_axis(list(panel["value"]), distribution)
-            _search_panel(ax, exp, panel, dim, kind, ticks)
-        grey = "0.3"
-        states = [] if (frame["trial"] == "complete").all() else [
-            Line2D([], [], color=grey, marker="o", markersize=MARKER_SIZE, linestyle="", label="complete"),
-            Line2D(
-                [],
-                [],
-                color=grey,
-                marker="o",
-                markersize=MARKER_SIZE,
-                linestyle="",
-                markerfacecolor="none",
-                label="pruned",
-            ),  # fmt: skip
-        ]  # the filled/open key only where some trial was pruned
-        _figure_legend(figure, _method_handles(exp, _present(exp, frame), line=False) + states)
-        _save(figure, folder, "search")
-    return FigureFile(
-        "search",
-        "The search",
-        "Final validation accuracy of every finished trial against each searched dimension, per method "
-        "(filled: ran every epoch; open: pruned, stopped early by ASHA, so its accuracy is from fewer epochs). "
-        "Dimensions with a few discrete values are drawn at evenly spaced categories, each method's points "
-        "side by side and jittered within its share; continuous ones at their values.",
     )
 
 
@@ -510,12 +302,12 @@ def attack_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
     styles = method_styles(exp.methods)
     attacks = sorted(set(frame["attack"]))
     with report_style():
-        figure, axes = _new_figure(len(attacks))
+        figure, axes = new_figure(len(attacks))
         drawn: set[str] = set()
         teacher = False
         for ax, attack in zip(axes, attacks, strict=True):
             data = frame[frame["attack"] == attack]
-            models = _present(exp, data) + ([TEACHER] if TEACHER in set(data["method"]) else [])
+            models = present_methods(exp, data) + ([TEACHER] if TEACHER in set(data["method"]) else [])
             eps_values = sorted(set(data["eps"]))
             width = (max(eps_values) - min(eps_values)) or 1.0
             for number, model in enumerate(models):
@@ -538,11 +330,11 @@ def attack_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
                 ax.set_xticks(eps_values, labels=[f"{eps:.3g}" for eps in eps_values])
                 ax.xaxis.set_minor_locator(NullLocator())
             ax.set(title=attack, xlabel="eps (L-infinity, [0, 1] pixels)", ylabel="test accuracy")
-        handles = _method_handles(exp, list(drawn))
+        handles = method_handles(exp, list(drawn))
         if teacher:
             handles.append(teacher_handle(TEACHER, TEACHER_MARKER))
-        _figure_legend(figure, handles)
-        _save(figure, folder, ATTACK_KEY)
+        figure_legend(figure, handles)
+        save_figure(figure, folder, ATTACK_KEY)
     return FigureFile(
         ATTACK_KEY,
         "Accuracy versus attack budget",
@@ -631,9 +423,9 @@ def pareto_figure(exp: ExperimentRuns, folder: Path) -> FigureFile | None:
             handles.append(
                 Line2D([], [], color=TEACHER_COLOUR, marker="x", linestyle="", label="hypervolume reference")
             )
-        _figure_legend(figure, handles)
+        figure_legend(figure, handles)
         _place_labels(figure, ax, labels)
-        _save(figure, folder, "pareto_front")
+        save_figure(figure, folder, "pareto_front")
     better = "lower" if found.objectives[x] == "min" else "higher"
     return FigureFile(
         "pareto_front",
@@ -688,15 +480,3 @@ def _place_labels(figure: Figure, ax: Axes, labels: list[tuple[float, float, str
 def _spread(cell: Stat | None) -> float | None:
     """A statistic's standard deviation for an error bar (None with one seed)."""
     return None if cell is None or math.isnan(cell.std) else cell.std
-
-
-def all_figures(exp: ExperimentRuns, folder: Path) -> list[FigureFile]:
-    """Draws every figure into `folder`; returns those drawn (a figure without data is skipped)."""
-    drawn = [
-        noise_figure(exp, folder),
-        attack_figure(exp, folder),
-        time_step_figure(exp, folder),
-        pareto_figure(exp, folder),
-        search_figure(exp, folder),
-    ]
-    return [figure for figure in drawn if figure is not None]

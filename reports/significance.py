@@ -89,15 +89,17 @@ def comparisons(exp: ExperimentRuns, reference: str | None = None) -> list[Compa
     ref_t = exp.settings.reference_time_steps
     metrics = compared_metrics(exp)
     runs = {method: exp.finals_at(method, ref_t) for method in exp.methods}
+    # Each method's values and per-image tables once per measure, not once per pair it is in.
+    values = {(m, metric): per_seed(runs[m], metric) for m in exp.methods for metric in metrics}
+    samples = {key: per_seed_samples(exp, runs[key[0]], key[1]) for key, logged in values.items() if logged}
     found = []
     for first, second in method_pairs(exp, reference):
         for metric in metrics:
-            a, b = per_seed(runs[first], metric), per_seed(runs[second], metric)
+            a, b = values[first, metric], values[second, metric]
             if not (a and b):
                 continue
-            a_samples = per_seed_samples(exp, runs[first], metric)
-            b_samples = per_seed_samples(exp, runs[second], metric)
-            found.append(Comparison(first, second, metric, a, b, compare(a, b, a_samples, b_samples)))
+            result = compare(a, b, samples[first, metric], samples[second, metric])
+            found.append(Comparison(first, second, metric, a, b, result))
     adjusted = holm_adjusted([c.result.p_value for c in found])
     return [replace(c, result=replace(c.result, p_holm=p)) for c, p in zip(found, adjusted, strict=True)]
 

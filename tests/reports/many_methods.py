@@ -29,7 +29,7 @@ AttackValue = Callable[[str, int, str, float], float | None]  # method, seed, at
 
 def capabilities_tag(method: str, gradient: bool = True) -> str:
     """The `harness.capabilities` tag of a fabricated method: KD-like methods need the teacher,
-    conversion trains at no T; with the `attack_gradient` field the attack engineer adds (as raw JSON)."""
+    conversion trains at no T; `attack_gradient` set per `GRADIENTS` where `gradient` (as raw JSON)."""
     caps = Capabilities(
         needs_teacher=method in ("kd", "tkd", "bkd", "sd"),
         trains_at_time_steps=method != "conversion",

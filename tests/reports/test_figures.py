@@ -16,17 +16,11 @@ from matplotlib.figure import Figure
 
 from reports import figures
 from reports.build import build_report
-from reports.figures import (
-    MAX_CATEGORIES,
-    PALETTE,
-    TEACHER_COLOUR,
-    all_figures,
-    dim_axis,
-    method_colours,
-    method_styles,
-)
+from reports.contents import all_figures
+from reports.figures import PALETTE, TEACHER_COLOUR, method_colours, method_styles
 from reports.loading import load_experiment
 from reports.render import TEXT_WIDTH, Column, Stat, Table, latex_blocks, to_latex
+from reports.search_figure import MAX_CATEGORIES, dim_axis
 
 from .many_methods import ATTACKS, NAMES, write_many
 
@@ -52,13 +46,13 @@ def many_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _drawn(exp, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
     """Every figure of `exp`, by key, as `all_figures` saved it."""
     saved: dict[str, Figure] = {}
-    original = figures._save
+    original = figures.save_figure
 
     def keep(figure: Figure, where: Path, key: str) -> None:
         original(figure, where, key)
         saved[key] = figure
 
-    monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(figures, "save_figure", keep)
     all_figures(exp, folder)
     return saved
 
